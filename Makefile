@@ -1,0 +1,45 @@
+# One-command entry points. Everything is installed into .venv from requirements.lock.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint fmt install system-deps ops-check clean bench
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the product: one process, SQLite, in-process worker, fake AI.
+demo: $(STAMP)
+	$(BIN)/exams demo
+
+## Debian packages the tests drive for real (Chromium, promtool, amtool); installed only where missing.
+system-deps:
+	@bash ops/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+ops-check: $(STAMP) system-deps
+	bash ops/prometheus/check.sh
+
+## Every test: lint, types, ops checks, unit, integration (PostgreSQL, Redis, RabbitMQ), browser.
+test: lint ops-check
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache

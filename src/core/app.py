@@ -1,0 +1,130 @@
+"""The Litestar application: one ``create_app()`` wiring database, broker, routes and docs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import dramatiq
+import structlog
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from core.db import alchemy_config, create_engine
+from core.health import health, ready
+from core.logging import configure_logging
+from core.metrics_endpoint import metrics_endpoint
+from core.settings import Settings, get_settings
+from core.web import exception_handlers
+from exams.controllers import ExamResultsController, ExamsController
+from exams.pages import student_page
+from jobs.broker import create_broker
+from jobs.dispatch import reconcile, requeue_unfinished
+from jobs.embedded import EmbeddedWorker
+
+__all__ = ("REPO_ROOT", "create_app")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 1024 * 1024
+#: How often the embedded process looks for jobs no worker will run (stalled or never sent).
+RECONCILE_SECONDS = 10.0
+
+log = structlog.get_logger("core.app")
+
+
+async def _reconcile_forever(broker: dramatiq.Broker, app: Litestar, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(RECONCILE_SECONDS)
+        try:
+            await reconcile(broker, app.state.engine, settings)
+        except Exception:  # the loop must survive a database outage
+            log.exception("reconciler pass failed")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the web application (with the embedded worker when ``QUEUE_CONNECTION=embedded``)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    engine = create_engine(settings)
+    broker = create_broker(settings)
+    embedded = EmbeddedWorker(broker, settings) if settings.queue_connection == "embedded" else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        if embedded is not None:
+            embedded.start()
+            try:
+                await requeue_unfinished(broker, engine)
+            except Exception:
+                log.exception("could not pick up unfinished jobs at start-up")
+            tasks.append(asyncio.create_task(_reconcile_forever(broker, app, settings)))
+        log.info("web app started", queue_connection=settings.queue_connection, database=engine.url.get_backend_name())
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            await engine.dispose()
+
+    app = Litestar(
+        route_handlers=[
+            ExamResultsController,
+            ExamsController,
+            health,
+            ready,
+            metrics_endpoint,
+            student_page,
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+        ],
+        plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, engine))],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        request_max_body_size=MAX_BODY_BYTES,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=[r"/events$"]),
+        template_config=TemplateConfig(directory=REPO_ROOT / "templates", engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="Async Exam Processing",
+            version="1.0.0",
+            description=(
+                "Submit exam answers and follow their grading and AI study recommendations "
+                "asynchronously: `POST /api/exam-results/process` answers `202` with a `job_id`; "
+                "poll `GET /api/exam-results/status/{job_id}` every 2 s or listen to its `/events`. "
+                "Errors are RFC 9457 problem documents; `Accept-Language: ar` (or `?lang=ar`) "
+                "localises every human-readable string."
+            ),
+            path="/api/documentation",
+            components=Components(),
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url="/static/vendor/swagger-ui-bundle.js",
+                    css_url="/static/vendor/swagger-ui.css",
+                    standalone_preset_js_url="/static/vendor/swagger-ui-standalone-preset.js",
+                    favicon='<link rel="icon" type="image/png" href="/static/vendor/favicon-32x32.png">',
+                ),
+                JsonRenderPlugin(path="/openapi.json"),
+            ],
+        ),
+        debug=False,
+        logging_config=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    app.state.broker = broker
+    return app

@@ -1,0 +1,207 @@
+"""The ``exams`` command: run the product (demo, serve, worker, scheduler) and operate it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from core.settings import Settings, SettingsError, get_settings
+
+__all__ = ("load_settings_or_exit", "main", "run_async")
+
+T = TypeVar("T")
+SAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "exams" / "sample_catalog.json"
+
+
+def load_settings_or_exit() -> Settings:
+    """Read the settings, or print the one bad setting and exit 2."""
+    return _settings()
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        click.echo(f"exams: bad setting: {exc}", err=True)
+        sys.exit(2)
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run one coroutine to completion from a command."""
+    return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+_run = run_async
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Async Exam Processing: grade exam submissions with AI study recommendations."""
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database to the latest schema."""
+    from core.db import run_migrations
+
+    settings = _settings()
+    run_migrations(settings)
+    click.echo("database is at the latest schema")
+
+
+async def _load_catalog(settings: Settings, path: Path) -> tuple[int, int]:
+    from core.db import create_engine, session_scope
+    from exams.catalog import load_catalog_file
+    from exams.services import ExamService
+
+    definitions = load_catalog_file(path)
+    engine = create_engine(settings)
+    try:
+        async with session_scope(engine) as session:
+            return await ExamService(session=session).load(definitions)
+    finally:
+        await engine.dispose()
+
+
+@main.group()
+def catalog() -> None:
+    """The exam catalog."""
+
+
+@catalog.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def catalog_load(file: Path) -> None:
+    """Load exams from a JSON FILE (one exam or a list); an existing code is replaced."""
+    from exams.catalog import CatalogError
+
+    settings = _settings()
+    try:
+        created, replaced = _run(lambda: _load_catalog(settings, file))
+    except CatalogError as exc:
+        click.echo(f"exams: {file}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"loaded {created + replaced} exam(s): {created} new, {replaced} replaced")
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from core.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    uvicorn.Server(config).run()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the web app (and the embedded worker when QUEUE_CONNECTION=embedded)."""
+    _serve(_settings(), host, port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--ai-latency", default=3.0, show_default=True, type=float, help="Seconds the fake AI takes.")
+def demo(host: str, port: int, ai_latency: float) -> None:
+    """One process: migrations, sample catalog, fake AI, API, student page and embedded worker."""
+    from core.db import run_migrations
+
+    settings = _settings()
+    changes: dict[str, Any] = {"fake_ai_latency": ai_latency}
+    if "LOG_FORMAT" not in os.environ:
+        changes["log_format"] = "console"
+    if not settings.secret_key:
+        changes["secret_key"] = secrets.token_urlsafe(32)
+    password = settings.admin_password or secrets.token_urlsafe(12)
+    changes["admin_password"] = password
+    settings = settings.with_overrides(**changes)
+    run_migrations(settings)
+    _run(lambda: _load_catalog(settings, SAMPLE_CATALOG))
+    base = f"http://{host}:{port}"
+    ai = settings.ai_api_base_url or f"built-in fake AI ({ai_latency:g} s latency)"
+    click.echo(
+        "\n".join(
+            [
+                "",
+                "Async Exam Processing demo",
+                f"  Student page   {base}/",
+                f"  API docs       {base}/api/documentation",
+                f"  Exams          {base}/api/exams",
+                f"  Metrics        {base}/metrics",
+                f"  Admin login    {settings.admin_username} / {password}",
+                f"  Database       {settings.database_url}",
+                f"  AI             {ai}",
+                "",
+            ]
+        )
+    )
+    _serve(settings, host, port)
+
+
+@main.command()
+@click.option("--processes", default=2, show_default=True, type=int, help="Worker processes.")
+@click.option("--threads", default=16, show_default=True, type=int, help="Jobs in flight per process.")
+def worker(processes: int, threads: int) -> None:
+    """Run Dramatiq worker processes for QUEUE_CONNECTION=redis or rabbitmq."""
+    settings = _settings()
+    if settings.queue_connection == "embedded":
+        click.echo("exams: bad setting: QUEUE_CONNECTION=embedded runs its worker inside `exams serve`", err=True)
+        sys.exit(2)
+    # Each thread holds one job; prefetching more would park messages behind busy threads.
+    os.environ.setdefault("dramatiq_queue_prefetch", str(threads))
+    shutdown_ms = int((settings.job_time_limit + 30) * 1000)
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "jobs.worker_main",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--queues",
+        "exams",
+        "--worker-shutdown-timeout",
+        str(shutdown_ms),
+    ]
+    os.execv(sys.executable, args)  # noqa: S606  (replace this process: signals reach Dramatiq directly)
+
+
+@main.command("fake-ai")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+@click.option("--latency", default=35.0, show_default=True, type=float, help="Seconds before each answer.")
+@click.option("--error-rate", default=0.0, show_default=True, type=float, help="Fraction answered with 500.")
+@click.option(
+    "--mode",
+    default="ok",
+    show_default=True,
+    type=click.Choice(["ok", "error_500", "rate_limit_429", "hang", "invalid_json", "bad_shape"]),
+)
+def fake_ai(host: str, port: int, latency: float, error_rate: float, mode: str) -> None:
+    """Run an OpenAI-compatible stand-in AI server (for demos, tests and benchmarks)."""
+    from core.logging import configure_logging
+
+    if not 0 <= error_rate <= 1:
+        click.echo("exams: --error-rate must be between 0 and 1", err=True)
+        sys.exit(2)
+    configure_logging(os.environ.get("LOG_FORMAT", "console"))
+    from ai_client import run_fake_ai
+
+    run_fake_ai(host=host, port=port, latency=latency, error_rate=error_rate, mode=mode)
+
+
+from jobs.cli import jobs, scheduler  # noqa: E402  (after the group, which its commands join)
+
+main.add_command(jobs)
+main.add_command(scheduler)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of SPEC.md that processes record as things happen.
+
+Counters and histograms live here (in multiprocess mode, when ``PROMETHEUS_MULTIPROC_DIR``
+is set before start-up, their values go to files shared by web and worker processes).
+Gauges that describe the database or the broker are computed at scrape time elsewhere.
+No job, exam or student id is ever a label value.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+__all__ = (
+    "AI_REQUESTS",
+    "AI_REQUEST_DURATION",
+    "JOBS_FINISHED",
+    "JOBS_SUBMITTED",
+    "JOB_DURATION",
+    "JOB_RETRIES",
+    "JOB_STAGE_DURATION",
+)
+
+# A job takes ~35 s end to end (the AI call dominates); retries with back-off stretch it to minutes.
+_JOB_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 90, 120, 180, 300, 600, 1800, 3600)
+# Stages range from milliseconds (validation) to the AI timeout (60 s by default).
+_STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120)
+_AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 90, 120)
+
+JOBS_SUBMITTED = Counter("exams_jobs_submitted", "Exam submissions accepted (202).")
+JOBS_FINISHED = Counter("exams_jobs_finished", "Jobs that reached a terminal state.", ["status"])
+JOB_RETRIES = Counter("exams_job_retries", "Job attempts scheduled again after a transient failure.")
+JOB_DURATION = Histogram(
+    "exams_job_duration_seconds", "Time from submission to a terminal state.", buckets=_JOB_BUCKETS
+)
+JOB_STAGE_DURATION = Histogram(
+    "exams_job_stage_duration_seconds",
+    "Time spent in one pipeline step (one attempt).",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+)
+AI_REQUEST_DURATION = Histogram(
+    "exams_ai_request_duration_seconds", "Duration of one AI request.", buckets=_AI_BUCKETS
+)
+AI_REQUESTS = Counter(
+    "exams_ai_requests",
+    "AI recommendation requests by outcome (success, timeout, error, disabled).",
+    ["outcome"],
+)

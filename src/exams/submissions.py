@@ -1,0 +1,70 @@
+"""Checking a submission's JSON before it is stored: shape first, then against its exam."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import ValidationFailedError
+from exams.definitions import ExamDefinition
+from exams.grading import validate_answers
+from jobs.services import Submission
+
+__all__ = ("MAX_ID_LENGTH", "check_shape", "check_against_exam")
+
+MAX_ID_LENGTH = 128
+MAX_CODE_LENGTH = 64
+
+
+def _string_field(
+    data: dict[str, Any], name: str, max_length: int, errors: list[tuple[str, str, dict[str, Any]]]
+) -> str:
+    value = data.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        errors.append((name, "validation.required", {}))
+        return ""
+    if not isinstance(value, str):
+        errors.append((name, "validation.not_string", {}))
+        return ""
+    if len(value) > max_length:
+        errors.append((name, "validation.too_long", {"max": max_length}))
+        return ""
+    return value.strip()
+
+
+def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submission:
+    """Check the body's fields and types; raise :class:`ValidationFailedError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ValidationFailedError([("body", "validation.not_object", {})])
+    errors: list[tuple[str, str, dict[str, Any]]] = []
+    exam_code = _string_field(data, "exam_code", MAX_CODE_LENGTH, errors)
+    student_id = _string_field(data, "student_id", MAX_ID_LENGTH, errors)
+    answers = data.get("answers")
+    if answers is None:
+        errors.append(("answers", "validation.required", {}))
+    elif not isinstance(answers, dict):
+        errors.append(("answers", "validation.not_object", {}))
+    for key in sorted(set(data) - {"exam_code", "student_id", "answers"})[:10]:
+        errors.append((str(key)[:64], "validation.unknown_field", {}))
+    if errors:
+        raise ValidationFailedError(errors)
+    assert isinstance(answers, dict)
+    return Submission(
+        exam_code=exam_code,
+        student_id=student_id,
+        answers=answers,
+        locale=locale,
+        idempotency_key=idempotency_key,
+    )
+
+
+def check_against_exam(submission: Submission, exam: ExamDefinition | None) -> None:
+    """Check the exam exists and is open, and that the answers fit its questions."""
+    if exam is None:
+        raise ValidationFailedError(
+            [("exam_code", "validation.exam_unknown", {"code": submission.exam_code})]
+        )
+    if exam.status != "open":
+        raise ValidationFailedError([("exam_code", "validation.exam_closed", {"code": submission.exam_code})])
+    problems = validate_answers(exam, submission.answers)
+    if problems:
+        raise ValidationFailedError([(p.field, p.key, dict(p.params)) for p in problems])

@@ -1,0 +1,336 @@
+"""The four pipeline steps of one exam job, with progress, heartbeats, resumption and retries.
+
+``run_job`` is what the actor calls. It claims the job (one worker at a time), runs the steps
+not yet done (the grading and any AI answer already received are kept on the row, so a retry
+never redoes them), and ends in one of three ways: completed; released for a retry (a
+transient error, ``attempts`` not yet exhausted), which raises :class:`RetryLater`; or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from ai_client import (
+    AIClient,
+    AIPermanentError,
+    AITransientError,
+    RecommendationRequest,
+    rule_based_recommendations,
+)
+from core import metrics
+from core.settings import Settings
+from exams.definitions import ExamDefinition, Grading
+from exams.grading import grade, validate_answers
+from exams.services import ExamService
+from i18n import gettext
+from jobs.models import ExamProcessingJob, utcnow
+from jobs.progress import PIPELINE_STEPS, STEP_RANGES, Step, ai_wait_progress, step_index
+from jobs.services import JobService
+
+__all__ = ("PermanentJobError", "PipelineRuntime", "RetryLater", "TransientJobError", "run_job")
+
+log = structlog.get_logger("jobs.pipeline")
+
+#: Heartbeat and progress updates during the AI wait (SPEC: at least every 2 s).
+TICK_SECONDS = 1.0
+
+
+class TransientJobError(Exception):
+    """Raised when a step failed for a reason that may pass (timeout, AI overloaded, …)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentJobError(Exception):
+    """Raised when a step failed for a reason a retry cannot fix (exam gone, invalid AI answer)."""
+
+
+class RetryLater(Exception):  # noqa: N818  (a signal to the actor, not an error)
+    """Raised when the job was released and must run again after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.1f} s")
+        self.delay = delay
+
+
+@dataclass
+class PipelineRuntime:
+    """What a worker process needs to run jobs: settings, database, AI client."""
+
+    settings: Settings
+    engine: AsyncEngine
+    ai: AIClient | None
+    _expected_ai_seconds: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        if not self._expected_ai_seconds:
+            guess = self.settings.fake_ai_latency if not self.settings.ai_api_base_url else 35.0
+            self._expected_ai_seconds = min(max(guess, 1.0), self.settings.ai_api_timeout)
+
+    def observe_ai_seconds(self, seconds: float) -> None:
+        """Track a moving average of AI latency, used to pace the progress bar."""
+        self._expected_ai_seconds = 0.8 * self._expected_ai_seconds + 0.2 * seconds
+
+    @property
+    def expected_ai_seconds(self) -> float:
+        """Expected duration of one AI call (seconds)."""
+        return self._expected_ai_seconds
+
+    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        """Back-off before the next attempt: exponential with jitter, at least ``Retry-After``."""
+        base = self.settings.job_retry_backoff * (2 ** max(attempts - 1, 0))
+        delay = min(base, 300.0) * random.uniform(1.0, 1.5)
+        return max(delay, retry_after or 0.0)
+
+
+class _JobRun:
+    """One attempt at one job: the session, the row, and a lock serialising writes to it."""
+
+    def __init__(self, runtime: PipelineRuntime, session: AsyncSession, job: ExamProcessingJob) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.job = job
+        self.lock = asyncio.Lock()
+        self.exam: ExamDefinition | None = None
+        self.version_seen = job.version
+
+    async def save(self, change: Callable[[ExamProcessingJob], None]) -> None:
+        async with self.lock:
+            change(self.job)
+            await self.session.commit()
+            self.version_seen = self.job.version
+
+    async def recover(self) -> bool:
+        """After an error mid-write: reload the row; ``False`` if another worker changed it since."""
+        async with self.lock:
+            await self.session.rollback()
+            await self.session.refresh(self.job)
+            return self.job.version == self.version_seen
+
+    async def enter(self, step: Step) -> None:
+        if step_index(self.job.current_step) < step_index(step):
+            await self.save(lambda job: job.enter_step(step, utcnow()))
+        log.info("exam processing step", step=step, progress=self.job.progress)
+        structlog.contextvars.bind_contextvars(step=step)
+
+    async def finish_step(self, step: Step) -> None:
+        await self.save(lambda job: job.update_progress(STEP_RANGES[step][1], utcnow(), step))
+
+
+async def _validate(run: _JobRun) -> None:
+    job = run.job
+    async with run.runtime.sessions() as session:
+        exam = await ExamService(session=session).get_definition(job.exam_code)
+    if exam is None:
+        raise PermanentJobError(gettext("job.error.exam_missing", "en", code=job.exam_code))
+    if exam.status != "open":
+        raise PermanentJobError(gettext("validation.exam_closed", "en", code=job.exam_code))
+    errors = validate_answers(exam, job.answers)
+    if errors:
+        details = "; ".join(f"{e.field}: {gettext(e.key, 'en', **e.params)}" for e in errors)
+        raise PermanentJobError(gettext("job.error.answers_invalid", "en", details=details))
+    run.exam = exam
+
+
+async def _grade(run: _JobRun) -> None:
+    if run.job.grading is not None:
+        return
+    assert run.exam is not None
+    grading = grade(run.exam, run.job.answers)
+    await run.save(lambda job: setattr(job, "grading", msgspec.to_builtins(grading)))
+
+
+async def _recommend(run: _JobRun) -> None:
+    job = run.job
+    if job.recommendations is not None:
+        return
+    assert run.exam is not None
+    grading = msgspec.convert(job.grading, Grading)
+    title = run.exam.title.get(job.locale) or run.exam.title.get("en") or run.exam.code
+    request = RecommendationRequest(exam_code=job.exam_code, exam_title=title, locale=job.locale, grading=grading)
+    runtime = run.runtime
+    if runtime.ai is None:
+        metrics.AI_REQUESTS.labels(outcome="disabled").inc()
+        items, source = rule_based_recommendations(request), "rule_based"
+    else:
+        items, source = await _call_ai(run, runtime.ai, request), "ai"
+    payload = {"source": source, "items": msgspec.to_builtins(items)}
+    await run.save(lambda job: setattr(job, "recommendations", payload))
+
+
+async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -> list[Any]:
+    runtime = run.runtime
+    started = time.monotonic()
+    start_progress = run.job.progress
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            value = ai_wait_progress(
+                time.monotonic() - started,
+                runtime.expected_ai_seconds,
+                runtime.settings.ai_api_timeout,
+                start_progress,
+            )
+            await run.save(lambda job: job.update_progress(value, utcnow()))
+
+    ticker = asyncio.create_task(tick())
+    try:
+        items = await ai.recommend(request)
+    except AITransientError as exc:
+        raise TransientJobError(f"AI request failed: {exc.reason}", exc.retry_after) from exc
+    except AIPermanentError as exc:
+        raise PermanentJobError(f"AI answer unusable: {exc}") from exc
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+    runtime.observe_ai_seconds(time.monotonic() - started)
+    return list(items)
+
+
+async def _finalize(run: _JobRun) -> None:
+    job = run.job
+    grading = dict(job.grading or {})
+    recommendations = job.recommendations or {"source": "rule_based", "items": []}
+    result = {
+        "score": _number(grading["score"]),
+        "max_score": _number(grading["max_score"]),
+        "percentage": float(grading["percentage"]),
+        "passed": bool(grading["passed"]),
+        "topics": [
+            {**t, "score": _number(t["score"]), "max_score": _number(t["max_score"])} for t in grading["topics"]
+        ],
+        "questions": [
+            {**q, "awarded": _number(q["awarded"]), "max": _number(q["max"])} for q in grading["questions"]
+        ],
+        "recommendations": recommendations["items"],
+        "recommendations_source": recommendations["source"],
+        "processed_at": utcnow().isoformat().replace("+00:00", "Z"),
+    }
+    await run.save(lambda j: j.mark_completed(result, utcnow()))
+
+
+def _number(value: float) -> float | int:
+    """Whole numbers as ints (``10`` rather than ``10.0``), as in SPEC.md's example."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+_STEPS: dict[Step, Callable[[_JobRun], Awaitable[None]]] = {
+    "validating_exam": _validate,
+    "processing_answers": _grade,
+    "getting_ai_recommendations": _recommend,
+    "finalizing_results": _finalize,
+}
+
+
+async def _run_steps(run: _JobRun) -> None:
+    # Resume at the step the job is in: earlier steps are done and their output is on the row.
+    # Validation always runs, since later steps need the exam definition.
+    for step in PIPELINE_STEPS:
+        if step != "validating_exam" and step_index(step) < step_index(run.job.current_step):
+            continue
+        started = time.monotonic()
+        await run.enter(step)
+        await _STEPS[step](run)
+        if step != "finalizing_results":
+            await run.finish_step(step)
+        metrics.JOB_STAGE_DURATION.labels(stage=step).observe(time.monotonic() - started)
+
+
+async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
+    """Run (or resume) one job; raise :class:`RetryLater` when it must run again later."""
+    settings = runtime.settings
+    async with runtime.sessions() as session:
+        job = await JobService(session=session).claim(job_id, stale_after=settings.job_stale_after)
+        if job is None:
+            log.info("exam processing skipped", job_id=str(job_id), reason="finished, unknown or running elsewhere")
+            return
+        try:
+            await session.commit()
+        except StaleDataError:
+            log.info("exam processing skipped", job_id=str(job_id), reason="claimed by another worker")
+            return
+        structlog.contextvars.bind_contextvars(
+            job_id=str(job.job_id), exam_code=job.exam_code, attempt=job.attempts, step=job.current_step
+        )
+        log.info("exam processing started", progress=job.progress)
+        run = _JobRun(runtime, session, job)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(settings.job_time_limit):
+                await _run_steps(run)
+        except StaleDataError:
+            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+            return
+        except (TransientJobError, TimeoutError, OperationalError, DBAPIError, OSError) as exc:
+            await _on_transient(run, _describe(exc, settings), getattr(exc, "retry_after", None))
+        except PermanentJobError as exc:
+            await _on_failure(run, str(exc))
+        except Exception as exc:  # a bug must not leave the job hanging; record it and fail
+            log.exception("exam processing crashed")
+            await _on_failure(run, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            duration = (utcnow() - job.created_at).total_seconds()
+            metrics.JOBS_FINISHED.labels(status="completed").inc()
+            metrics.JOB_DURATION.observe(duration)
+            log.info(
+                "exam processing completed",
+                progress=100,
+                duration_seconds=round(time.monotonic() - started, 3),
+                job_seconds=round(duration, 3),
+            )
+
+
+def _describe(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, TimeoutError) and not isinstance(exc, TransientJobError):
+        return f"attempt stopped after the job time limit of {settings.job_time_limit:g} s"
+    if isinstance(exc, DBAPIError | OperationalError):
+        return f"database error: {type(exc.orig).__name__ if exc.orig else type(exc).__name__}"
+    return str(exc) or type(exc).__name__
+
+
+async def _on_transient(run: _JobRun, reason: str, retry_after: float | None) -> None:
+    job = run.job
+    settings = run.runtime.settings
+    if job.attempts > settings.job_max_retries:
+        message = gettext("job.error.retries_exhausted", "en", attempts=job.attempts, reason=reason)
+        await _on_failure(run, message)
+        return
+    delay = run.runtime.retry_delay(job.attempts, retry_after)
+    try:
+        if not await run.recover():
+            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+            return
+        await run.save(lambda j: j.release_for_retry(reason))
+    except (OperationalError, DBAPIError, OSError):
+        # The database is away: the heartbeat goes stale and the reconciler re-sends the job.
+        log.warning("exam processing retry not recorded", error=reason)
+    metrics.JOB_RETRIES.inc()
+    log.warning("exam processing retry scheduled", error=reason, retry_in_seconds=round(delay, 2))
+    raise RetryLater(delay)
+
+
+async def _on_failure(run: _JobRun, message: str) -> None:
+    job = run.job
+    if not await run.recover():
+        log.warning("exam processing abandoned", reason="job was taken over by another worker")
+        return
+    await run.save(lambda j: j.mark_failed(message, utcnow()))
+    metrics.JOBS_FINISHED.labels(status="failed").inc()
+    metrics.JOB_DURATION.observe((utcnow() - job.created_at).total_seconds())
+    log.error("exam processing failed", error=message, failed_step=job.failed_step)

@@ -1,0 +1,225 @@
+"""Reading and changing ``exam_processing_jobs``: submit, look up, claim, retry, clean up.
+
+Every method works inside the caller's session and leaves committing to it, so one request or
+one pipeline step is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from core.errors import IdempotencyConflictError
+from jobs.models import ExamProcessingJob, utcnow
+
+__all__ = ("JobService", "Submission", "request_fingerprint")
+
+
+class Submission(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated submission, ready to be stored."""
+
+    exam_code: str
+    student_id: str
+    answers: dict[str, Any]
+    locale: str = "en"
+    idempotency_key: str | None = None
+
+
+def request_fingerprint(submission: Submission) -> str:
+    """Hash what the client sent, so a reused ``Idempotency-Key`` with another body is caught."""
+    canonical = msgspec.json.encode(
+        {"exam_code": submission.exam_code, "student_id": submission.student_id, "answers": submission.answers},
+        order="sorted",
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
+    """Operations on exam-processing jobs."""
+
+    class Repo(SQLAlchemyAsyncRepository[ExamProcessingJob]):
+        """Repository of :class:`ExamProcessingJob`."""
+
+        model_type = ExamProcessingJob
+
+    repository_type = Repo
+
+    async def get_by_job_id(self, job_id: UUID) -> ExamProcessingJob | None:
+        """Return the job, or ``None``."""
+        return await self.repository.get_one_or_none(job_id=job_id)
+
+    async def _by_idempotency_key(self, key: str) -> ExamProcessingJob | None:
+        return await self.repository.get_one_or_none(idempotency_key=key)
+
+    async def submit(self, submission: Submission) -> tuple[ExamProcessingJob, bool]:
+        """Store a new pending job, or return the earlier one for a repeated ``Idempotency-Key``.
+
+        Returns the job and whether it was created now. The caller commits; a concurrent insert
+        of the same key is resolved by the unique index (the loser reads the winner's job).
+        """
+        fingerprint = request_fingerprint(submission)
+        key = submission.idempotency_key
+        if key is not None:
+            existing = await self._by_idempotency_key(key)
+            if existing is not None:
+                return self._replay(existing, fingerprint), False
+        job = ExamProcessingJob(
+            exam_code=submission.exam_code,
+            student_id=submission.student_id,
+            answers=submission.answers,
+            locale=submission.locale,
+            idempotency_key=key,
+            request_fingerprint=fingerprint,
+        )
+        session = self.repository.session
+        try:
+            async with session.begin_nested():
+                session.add(job)
+                await session.flush()
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = await self._by_idempotency_key(key)
+            if existing is None:
+                raise
+            return self._replay(existing, fingerprint), False
+        return job, True
+
+    @staticmethod
+    def _replay(existing: ExamProcessingJob, fingerprint: str) -> ExamProcessingJob:
+        if existing.request_fingerprint != fingerprint:
+            raise IdempotencyConflictError
+        return existing
+
+    async def claim(self, job_id: UUID, *, stale_after: float, now: datetime | None = None) -> ExamProcessingJob | None:
+        """Start an attempt on the job if nobody else is running it; ``None`` if it must be left alone.
+
+        A job is claimable when pending, or processing with no heartbeat (released for a retry)
+        or a stale one (its worker died). The version column makes two concurrent claims of the
+        same job end with one winner: the loser's commit fails with ``StaleDataError``.
+        """
+        now = now or utcnow()
+        job = await self.get_by_job_id(job_id)
+        if job is None or job.is_finished:
+            return None
+        if job.status == "processing" and job.heartbeat_at is not None:
+            if now - job.heartbeat_at < timedelta(seconds=stale_after):
+                return None
+        job.mark_processing(now)
+        return job
+
+    async def mark_enqueued(self, job_ids: Sequence[UUID], now: datetime | None = None) -> None:
+        """Record that messages for these jobs reached the broker."""
+        if not job_ids:
+            return
+        jobs = await self.repository.list(ExamProcessingJob.job_id.in_(job_ids))
+        for job in jobs:
+            if job.enqueued_at is None:
+                job.enqueued_at = now or utcnow()
+
+    async def list_recent(self, status: str | None = None, limit: int = 10) -> Sequence[ExamProcessingJob]:
+        """The newest jobs, optionally of one status (the seed's ``SELECT … LIMIT 10``)."""
+        stmt = select(ExamProcessingJob).order_by(ExamProcessingJob.created_at.desc(), ExamProcessingJob.id.desc())
+        if status:
+            stmt = stmt.where(ExamProcessingJob.status == status)
+        result = await self.repository.session.execute(stmt.limit(limit))
+        return result.scalars().all()
+
+    async def needing_dispatch(
+        self, *, stale_after: float, unsent_after: float, limit: int = 500, now: datetime | None = None
+    ) -> Sequence[ExamProcessingJob]:
+        """Jobs no worker will pick up without a new message.
+
+        Pending jobs never handed to the broker (it was down at submit time), and processing
+        jobs whose worker stopped sending heartbeats.
+        """
+        now = now or utcnow()
+        unsent_cutoff = now - timedelta(seconds=unsent_after)
+        stale_cutoff = now - timedelta(seconds=stale_after)
+        stmt = (
+            select(ExamProcessingJob)
+            .where(
+                or_(
+                    and_(
+                        ExamProcessingJob.status == "pending",
+                        ExamProcessingJob.enqueued_at.is_(None),
+                        ExamProcessingJob.created_at < unsent_cutoff,
+                    ),
+                    and_(
+                        ExamProcessingJob.status == "processing",
+                        or_(
+                            ExamProcessingJob.heartbeat_at < stale_cutoff,
+                            and_(
+                                ExamProcessingJob.heartbeat_at.is_(None),
+                                ExamProcessingJob.updated_at < stale_cutoff,
+                            ),
+                        ),
+                    ),
+                )
+            )
+            .order_by(ExamProcessingJob.created_at)
+            .limit(limit)
+        )
+        result = await self.repository.session.execute(stmt)
+        return result.scalars().all()
+
+    async def unfinished(self, limit: int = 10_000) -> Sequence[ExamProcessingJob]:
+        """Every pending or processing job, oldest first (embedded start-up recovery)."""
+        stmt = (
+            select(ExamProcessingJob)
+            .where(ExamProcessingJob.status.in_(("pending", "processing")))
+            .order_by(ExamProcessingJob.created_at)
+            .limit(limit)
+        )
+        result = await self.repository.session.execute(stmt)
+        return result.scalars().all()
+
+    async def retry(self, job: ExamProcessingJob) -> ExamProcessingJob:
+        """Send a failed job back to ``pending`` at the step that failed."""
+        job.reset_for_retry()
+        return job
+
+    async def failed_job_ids(self, limit: int = 1000) -> Sequence[UUID]:
+        """Ids of failed jobs, oldest first."""
+        stmt = (
+            select(ExamProcessingJob.job_id)
+            .where(ExamProcessingJob.status == "failed")
+            .order_by(ExamProcessingJob.created_at)
+            .limit(limit)
+        )
+        result = await self.repository.session.execute(stmt)
+        return result.scalars().all()
+
+    @staticmethod
+    def _finished_before(cutoff: datetime) -> Any:
+        return and_(
+            ExamProcessingJob.completed_at < cutoff,
+            ExamProcessingJob.status.in_(("completed", "failed")),
+        )
+
+    async def count_finished_before(self, cutoff: datetime) -> int:
+        """How many finished jobs ended before ``cutoff``."""
+        stmt = select(func.count()).select_from(ExamProcessingJob).where(self._finished_before(cutoff))
+        return int((await self.repository.session.execute(stmt)).scalar_one())
+
+    async def delete_finished_batch(self, cutoff: datetime, batch_size: int) -> int:
+        """Delete at most ``batch_size`` jobs that finished before ``cutoff``; return how many."""
+        ids = (
+            select(ExamProcessingJob.id)
+            .where(self._finished_before(cutoff))
+            .order_by(ExamProcessingJob.completed_at)
+            .limit(batch_size)
+            .scalar_subquery()
+        )
+        stmt = delete(ExamProcessingJob).where(ExamProcessingJob.id.in_(ids))
+        result = await self.repository.session.execute(stmt, execution_options={"synchronize_session": False})
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
