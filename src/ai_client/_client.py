@@ -178,9 +178,7 @@ def parse_recommendations(content: str) -> list[Recommendation]:
     if not isinstance(items, list):
         raise AIPermanentError('AI answer has the wrong shape: no "recommendations" list')
     if not 1 <= len(items) <= MAX_RECOMMENDATIONS:
-        raise AIPermanentError(
-            f"AI answer has {len(items)} recommendations, expected 1 to {MAX_RECOMMENDATIONS}"
-        )
+        raise AIPermanentError(f"AI answer has {len(items)} recommendations, expected 1 to {MAX_RECOMMENDATIONS}")
     return [_recommendation(index, item) for index, item in enumerate(items)]
 
 

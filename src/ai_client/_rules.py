@@ -31,8 +31,7 @@ _TEXTS: dict[Language, dict[Priority | str, str]] = {
             "make your understanding solid."
         ),
         "keep_it_up": (
-            "Excellent work: every topic is perfect. Keep it up with regular review and try more "
-            "challenging problems."
+            "Excellent work: every topic is perfect. Keep it up with regular review and try more challenging problems."
         ),
     },
     "ar": {
@@ -44,12 +43,8 @@ _TEXTS: dict[Language, dict[Priority | str, str]] = {
             "قوِّ فهمك لموضوع «{topic}» ({percentage} ٪): راجع الأسئلة التي أخطأت فيها وتدرّب "
             "على مسائل مشابهة حتى تصبح سهلة عليك."
         ),
-        "low": (
-            "أنت قريب من إتقان موضوع «{topic}» ({percentage} ٪): راجع الأخطاء القليلة المتبقية لتثبيت فهمك."
-        ),
-        "keep_it_up": (
-            "عمل ممتاز: أتقنت جميع الموضوعات. حافظ على مستواك بالمراجعة المنتظمة وجرّب مسائل أكثر تحدّياً."
-        ),
+        "low": ("أنت قريب من إتقان موضوع «{topic}» ({percentage} ٪): راجع الأخطاء القليلة المتبقية لتثبيت فهمك."),
+        "keep_it_up": ("عمل ممتاز: أتقنت جميع الموضوعات. حافظ على مستواك بالمراجعة المنتظمة وجرّب مسائل أكثر تحدّياً."),
     },
 }
 

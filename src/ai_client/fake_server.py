@@ -68,8 +68,7 @@ _TEXTS: dict[str, dict[Priority | str, str]] = {
             "عليها عشرين دقيقة يومياً هذا الأسبوع."
         ),
         "low": (
-            "أوشكت على إتقان «{topic}» ({percentage} ٪). مراجعة قصيرة للخطأ أو الخطأين اللذين وقعت "
-            "فيهما ستثبّت فهمك."
+            "أوشكت على إتقان «{topic}» ({percentage} ٪). مراجعة قصيرة للخطأ أو الخطأين اللذين وقعت فيهما ستثبّت فهمك."
         ),
         "general": ("نتيجة كاملة! تحدَّ نفسك بمسائل أصعب واشرح الأفكار لزميل لتبقى حاضرة في ذهنك."),
     },
@@ -225,9 +224,7 @@ def create_fake_ai_app(
         except msgspec.DecodeError as exc:
             return _error(400, f"Invalid mode change: {exc}", "invalid_request_error")
         if change.times is not None and change.times < 1:
-            return _error(
-                400, "'times' must be at least 1 (or null).", "invalid_request_error", param="times"
-            )
+            return _error(400, "'times' must be at least 1 (or null).", "invalid_request_error", param="times")
         if change.latency is not None and change.latency < 0:
             return _error(400, "'latency' must not be negative.", "invalid_request_error", param="latency")
         state.change(change)
@@ -321,9 +318,7 @@ def _completion(chat: _ChatRequest, content: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": chat.model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

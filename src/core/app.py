@@ -70,7 +70,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             except Exception:
                 log.exception("could not pick up unfinished jobs at start-up")
             tasks.append(asyncio.create_task(_reconcile_forever(broker, app, settings)))
-        log.info("web app started", queue_connection=settings.queue_connection, database=engine.url.get_backend_name())
+        log.info(
+            "web app started",
+            queue_connection=settings.queue_connection,
+            database=engine.url.get_backend_name(),
+        )
         try:
             yield
         finally:

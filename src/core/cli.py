@@ -17,7 +17,7 @@ from core.settings import Settings, SettingsError, get_settings
 __all__ = ("load_settings_or_exit", "main", "run_async")
 
 T = TypeVar("T")
-SAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "exams" / "sample_catalog.json"
+from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG  # noqa: E402
 
 
 def load_settings_or_exit() -> Settings:

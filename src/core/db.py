@@ -85,7 +85,6 @@ def run_migrations(settings: Settings, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
-    import exams.models
     import jobs.models  # noqa: F401  (registers the tables on the shared metadata)
 
     url = make_url(settings.database_url)

@@ -38,9 +38,7 @@ JOB_STAGE_DURATION = Histogram(
     ["stage"],
     buckets=_STAGE_BUCKETS,
 )
-AI_REQUEST_DURATION = Histogram(
-    "exams_ai_request_duration_seconds", "Duration of one AI request.", buckets=_AI_BUCKETS
-)
+AI_REQUEST_DURATION = Histogram("exams_ai_request_duration_seconds", "Duration of one AI request.", buckets=_AI_BUCKETS)
 AI_REQUESTS = Counter(
     "exams_ai_requests",
     "AI recommendation requests by outcome (success, timeout, error, disabled).",

@@ -15,7 +15,7 @@ async def metrics_endpoint() -> Response[bytes]:
     """Counters, histograms and gauges of SPEC.md in Prometheus' text format."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -96,7 +96,7 @@ def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> fl
         kind = "a whole number" if integer else "a number"
         msg = f"{name} must be {kind}, got {raw!r}"
         raise SettingsError(msg) from None
-    if value < minimum or value != value:  # NaN compares unequal to itself
+    if not value >= minimum:  # also false for NaN
         msg = f"{name} must be at least {minimum:g}, got {raw!r}"
         raise SettingsError(msg)
     return value

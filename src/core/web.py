@@ -65,9 +65,12 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         mapped = MalformedRequestError()
     else:
         locale = request_locale(request)
-        slug = {405: "method-not-allowed", 401: "unauthorized", 403: "forbidden", 429: "too-many-requests"}.get(
-            exc.status_code, "http-error"
-        )
+        slug = {
+            405: "method-not-allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            429: "too-many-requests",
+        }.get(exc.status_code, "http-error")
         problem = ProblemDocument(
             type=problem_type(slug),
             title=gettext(f"problem.http_{exc.status_code}.title", locale),
@@ -100,4 +103,3 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     PoolTimeoutError: _database_error,
     Exception: _unexpected,
 }
-

@@ -204,9 +204,7 @@ def _options(value: object, where: str, qtype: str) -> list[str]:
     return cast("list[str]", list(value))
 
 
-def _answer(
-    item: dict[str, Any], where: str, qtype: str, options: list[str] | None
-) -> tuple[Any, float | None]:
+def _answer(item: dict[str, Any], where: str, qtype: str, options: list[str] | None) -> tuple[Any, float | None]:
     answer = item["answer"]
     if qtype == "single_choice":
         if not isinstance(answer, str) or answer not in (options or []):

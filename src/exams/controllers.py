@@ -102,9 +102,7 @@ class _SubmitOperation(Operation):
         self.request_body = RequestBody(
             required=True,
             description="The submission (at most 1 MiB).",
-            content={
-                "application/json": OpenAPIMediaType(schema=schema, examples={"math": Example(value=example)})
-            },
+            content={"application/json": OpenAPIMediaType(schema=schema, examples={"math": Example(value=example)})},
         )
 
 

@@ -43,9 +43,7 @@ _SCORE_DECIMALS = 6
 # Arabic harakat (fatha … sukun, superscript alef) and tatweel are optional in writing.
 _ARABIC_OPTIONAL_MARKS = re.compile("[\u064b-\u065f\u0670\u0640]")
 # Hamza-carrying alef forms are routinely written as a bare alef.
-_ARABIC_ALEFS = str.maketrans(
-    {"\u0622": "\u0627", "\u0623": "\u0627", "\u0625": "\u0627", "\u0671": "\u0627"}
-)
+_ARABIC_ALEFS = str.maketrans({"\u0622": "\u0627", "\u0623": "\u0627", "\u0625": "\u0627", "\u0671": "\u0627"})
 
 
 def normalize_text(text: str) -> str:

@@ -2,22 +2,59 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, get
 from litestar.response import Template
 
 from core.web import request_locale
-from i18n import direction, gettext
+from i18n import SUPPORTED_LOCALES, catalog_keys, direction, gettext
 
-__all__ = ("student_page",)
+__all__ = ("page_messages", "student_page")
+
+_STATIC_DIR = Path(__file__).resolve().parents[1] / "core" / "static"
+_ASSETS = ("css/app.css", "js/student.js")
+#: Message keys the page's script needs, besides every ``page.*`` key.
+_SCRIPT_KEYS = ("status.pending", "status.processing", "status.completed", "status.failed")
+
+
+@cache
+def _asset_version() -> str:
+    # A content hash in the asset URLs, so a new release is never served stale CSS/JS.
+    digest = hashlib.sha256()
+    for name in _ASSETS:
+        path = _STATIC_DIR / name
+        digest.update(path.read_bytes() if path.exists() else name.encode())
+    return digest.hexdigest()[:12]
+
+
+@cache
+def page_messages(locale: str) -> dict[str, str]:
+    """Every ``page.*`` message (and the job status labels) in ``locale``, for the page's script."""
+    keys = sorted(key for key in catalog_keys("en") if key.startswith("page.")) + list(_SCRIPT_KEYS)
+    return {key: gettext(key, locale) for key in keys}
 
 
 @get("/", operation_id="StudentPage", include_in_schema=False, cache=False)
 async def student_page(request: Request[Any, Any, Any]) -> Template:
     """Render the student page in the request's language."""
     locale = request_locale(request)
+
+    def translate(key: str, **params: Any) -> str:
+        return gettext(key, locale, **params)
+
     return Template(
         template_name="student/index.html",
-        context={"locale": locale, "dir": direction(locale), "t": lambda key, **kw: gettext(key, locale, **kw)},
+        context={
+            "locale": locale,
+            "dir": direction(locale),
+            "t": translate,
+            "locales": [(code, gettext(f"page.lang.{code}", code)) for code in SUPPORTED_LOCALES],
+            "messages": page_messages(locale),
+            "asset_version": _asset_version(),
+        },
+        headers={"Content-Language": locale, "Cache-Control": "no-store", "Vary": "Accept-Language"},
     )

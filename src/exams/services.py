@@ -54,4 +54,4 @@ class ExamService(SQLAlchemyAsyncRepositoryService[Exam]):
     async def list_exams(self) -> Sequence[Exam]:
         """Every exam, ordered by code."""
         stmt = select(Exam).order_by(Exam.code)
-        return (await self.repository.session.execute(stmt)).scalars().all()
+        return list((await self.repository.session.execute(stmt)).scalars().all())

@@ -9,7 +9,7 @@ from exams.definitions import ExamDefinition
 from exams.grading import validate_answers
 from jobs.services import Submission
 
-__all__ = ("MAX_ID_LENGTH", "check_shape", "check_against_exam")
+__all__ = ("MAX_ID_LENGTH", "check_against_exam", "check_shape")
 
 MAX_ID_LENGTH = 128
 MAX_CODE_LENGTH = 64
@@ -60,9 +60,7 @@ def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submi
 def check_against_exam(submission: Submission, exam: ExamDefinition | None) -> None:
     """Check the exam exists and is open, and that the answers fit its questions."""
     if exam is None:
-        raise ValidationFailedError(
-            [("exam_code", "validation.exam_unknown", {"code": submission.exam_code})]
-        )
+        raise ValidationFailedError([("exam_code", "validation.exam_unknown", {"code": submission.exam_code})])
     if exam.status != "open":
         raise ValidationFailedError([("exam_code", "validation.exam_closed", {"code": submission.exam_code})])
     problems = validate_answers(exam, submission.answers)

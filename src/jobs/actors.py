@@ -73,7 +73,6 @@ async def process_exam(job_id: str) -> None:
 def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare the job actor on ``broker``."""
     dramatiq.actor(
-        process_exam,
         actor_name=JOB_ACTOR_NAME,
         queue_name=QUEUE_NAME,
         broker=broker,
@@ -81,7 +80,7 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
         retry_when=_retry_when,
         # A backstop above the pipeline's own per-attempt limit (which records a clear error).
         time_limit=int((settings.job_time_limit + 60) * 1000),
-    )
+    )(process_exam)
 
 
 def send_job(broker: dramatiq.Broker, job_id: UUID) -> None:

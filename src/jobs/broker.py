@@ -29,7 +29,9 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
 
         # A dead worker's unacked messages come back after heartbeat_timeout (the reconciler
         # catches anything slower through the job's own heartbeat).
-        broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=30_000, dead_message_ttl=7 * 86_400_000)
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=settings.redis_url, heartbeat_timeout=30_000, dead_message_ttl=7 * 86_400_000
+        )
     elif settings.queue_connection == "rabbitmq":
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

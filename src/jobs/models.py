@@ -38,9 +38,7 @@ class ExamProcessingJob(BigIntAuditBase):
     __table_args__ = (
         Index("ix_exam_processing_jobs_status_created_at", "status", "created_at"),
         Index("ix_exam_processing_jobs_completed_at", "completed_at"),
-        CheckConstraint(
-            "status IN ('pending', 'processing', 'completed', 'failed')", name="status"
-        ),
+        CheckConstraint("status IN ('pending', 'processing', 'completed', 'failed')", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 100", name="progress"),
     )
 

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -59,7 +60,7 @@ class PermanentJobError(Exception):
     """Raised when a step failed for a reason a retry cannot fix (exam gone, invalid AI answer)."""
 
 
-class RetryLater(Exception):  # noqa: N818  (a signal to the actor, not an error)
+class RetryLater(Exception):
     """Raised when the job was released and must run again after ``delay`` seconds."""
 
     def __init__(self, delay: float) -> None:
@@ -95,7 +96,7 @@ class PipelineRuntime:
         """Back-off before the next attempt: exponential with jitter, at least ``Retry-After``."""
         base = self.settings.job_retry_backoff * (2 ** max(attempts - 1, 0))
         delay = min(base, 300.0) * random.uniform(1.0, 1.5)
-        return max(delay, retry_after or 0.0)
+        return float(max(delay, retry_after or 0.0))
 
 
 class _JobRun:
@@ -187,7 +188,7 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
                 runtime.settings.ai_api_timeout,
                 start_progress,
             )
-            await run.save(lambda job: job.update_progress(value, utcnow()))
+            await run.save(partial(_raise_progress, value))
 
     ticker = asyncio.create_task(tick())
     try:
@@ -215,14 +216,16 @@ async def _finalize(run: _JobRun) -> None:
         "topics": [
             {**t, "score": _number(t["score"]), "max_score": _number(t["max_score"])} for t in grading["topics"]
         ],
-        "questions": [
-            {**q, "awarded": _number(q["awarded"]), "max": _number(q["max"])} for q in grading["questions"]
-        ],
+        "questions": [{**q, "awarded": _number(q["awarded"]), "max": _number(q["max"])} for q in grading["questions"]],
         "recommendations": recommendations["items"],
         "recommendations_source": recommendations["source"],
         "processed_at": utcnow().isoformat().replace("+00:00", "Z"),
     }
     await run.save(lambda j: j.mark_completed(result, utcnow()))
+
+
+def _raise_progress(value: int, job: ExamProcessingJob) -> None:
+    job.update_progress(value, utcnow())
 
 
 def _number(value: float) -> float | int:

@@ -9,8 +9,8 @@ from typing import Final, Literal
 
 __all__ = (
     "PIPELINE_STEPS",
-    "STEP_RANGES",
     "STEPS",
+    "STEP_RANGES",
     "JobStatus",
     "Step",
     "ai_wait_progress",
@@ -55,7 +55,7 @@ def step_index(step: str) -> int:
     """Position of ``step`` in :data:`STEPS` (``failed`` sorts after everything)."""
     if step == "failed":
         return len(STEPS)
-    return STEPS.index(step)  # type: ignore[arg-type]
+    return STEPS.index(step)
 
 
 def is_forward(current: str, new: str) -> bool:

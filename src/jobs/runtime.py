@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import httpx
 
 from ai_client import AIClient, create_fake_ai_app
@@ -36,7 +38,7 @@ def build_ai_client(settings: Settings) -> AIClient | None:
         api_key=None,
         model=settings.ai_api_model,
         timeout=settings.ai_api_timeout,
-        transport=httpx.ASGITransport(app=app),
+        transport=httpx.ASGITransport(app=cast("Any", app)),
     )
 
 

@@ -37,7 +37,11 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
 def request_fingerprint(submission: Submission) -> str:
     """Hash what the client sent, so a reused ``Idempotency-Key`` with another body is caught."""
     canonical = msgspec.json.encode(
-        {"exam_code": submission.exam_code, "student_id": submission.student_id, "answers": submission.answers},
+        {
+            "exam_code": submission.exam_code,
+            "student_id": submission.student_id,
+            "answers": submission.answers,
+        },
         order="sorted",
     )
     return hashlib.sha256(canonical).hexdigest()
@@ -55,10 +59,12 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     async def get_by_job_id(self, job_id: UUID) -> ExamProcessingJob | None:
         """Return the job, or ``None``."""
-        return await self.repository.get_one_or_none(job_id=job_id)
+        job: ExamProcessingJob | None = await self.repository.get_one_or_none(job_id=job_id)
+        return job
 
     async def _by_idempotency_key(self, key: str) -> ExamProcessingJob | None:
-        return await self.repository.get_one_or_none(idempotency_key=key)
+        job: ExamProcessingJob | None = await self.repository.get_one_or_none(idempotency_key=key)
+        return job
 
     async def submit(self, submission: Submission) -> tuple[ExamProcessingJob, bool]:
         """Store a new pending job, or return the earlier one for a repeated ``Idempotency-Key``.
@@ -111,9 +117,9 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         job = await self.get_by_job_id(job_id)
         if job is None or job.is_finished:
             return None
-        if job.status == "processing" and job.heartbeat_at is not None:
-            if now - job.heartbeat_at < timedelta(seconds=stale_after):
-                return None
+        fresh = job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(seconds=stale_after)
+        if job.status == "processing" and fresh:
+            return None
         job.mark_processing(now)
         return job
 
@@ -132,7 +138,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         if status:
             stmt = stmt.where(ExamProcessingJob.status == status)
         result = await self.repository.session.execute(stmt.limit(limit))
-        return result.scalars().all()
+        return list(result.scalars().all())
 
     async def needing_dispatch(
         self, *, stale_after: float, unsent_after: float, limit: int = 500, now: datetime | None = None
@@ -170,7 +176,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             .limit(limit)
         )
         result = await self.repository.session.execute(stmt)
-        return result.scalars().all()
+        return list(result.scalars().all())
 
     async def unfinished(self, limit: int = 10_000) -> Sequence[ExamProcessingJob]:
         """Every pending or processing job, oldest first (embedded start-up recovery)."""
@@ -181,7 +187,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             .limit(limit)
         )
         result = await self.repository.session.execute(stmt)
-        return result.scalars().all()
+        return list(result.scalars().all())
 
     async def retry(self, job: ExamProcessingJob) -> ExamProcessingJob:
         """Send a failed job back to ``pending`` at the step that failed."""
@@ -197,7 +203,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             .limit(limit)
         )
         result = await self.repository.session.execute(stmt)
-        return result.scalars().all()
+        return list(result.scalars().all())
 
     @staticmethod
     def _finished_before(cutoff: datetime) -> Any:
@@ -222,4 +228,4 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         )
         stmt = delete(ExamProcessingJob).where(ExamProcessingJob.id.in_(ids))
         result = await self.repository.session.execute(stmt, execution_options={"synchronize_session": False})
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return int(getattr(result, "rowcount", 0) or 0)

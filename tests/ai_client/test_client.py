@@ -66,9 +66,7 @@ async def test_arabic_locale_gets_arabic_texts(client: AIClient, make_request: M
     assert recommendations[0].topic == "history"
 
 
-async def test_perfect_grading_gets_one_general_recommendation(
-    client: AIClient, make_request: MakeRequest
-) -> None:
+async def test_perfect_grading_gets_one_general_recommendation(client: AIClient, make_request: MakeRequest) -> None:
     recommendations = await client.recommend(make_request([("algebra", 4, 4)]))
 
     assert recommendations == [Recommendation("general", "low", recommendations[0].text)]
@@ -244,9 +242,7 @@ async def test_fenced_content_and_odd_priorities_are_tolerated(make_request: Mak
         ('[{"topic": "a", "text": "b"}]', "wrong shape"),
     ],
 )
-async def test_invalid_recommendations_are_permanent(
-    make_request: MakeRequest, content: str, message: str
-) -> None:
+async def test_invalid_recommendations_are_permanent(make_request: MakeRequest, content: str, message: str) -> None:
     with pytest.raises(AIPermanentError, match=re.escape(message)):
         await recommend_with(httpx.Response(200, json=completion(content)), make_request(WEAK))
 

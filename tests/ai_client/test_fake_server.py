@@ -36,9 +36,7 @@ def chat_body(system: str = "Write every text in English.", user: str = USER_PRO
 
 
 def chat(http: httpx.Client, root: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-    return http.post(
-        f"{root}/v1/chat/completions", json=chat_body() if body is None else body, headers=AUTH, **kwargs
-    )
+    return http.post(f"{root}/v1/chat/completions", json=chat_body() if body is None else body, headers=AUTH, **kwargs)
 
 
 def content_of(response: httpx.Response) -> Any:

@@ -243,9 +243,7 @@ EXAM_ERRORS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 @pytest.mark.parametrize(
     ("mutate", "message"), [(m, msg) for _, m, msg in EXAM_ERRORS], ids=[name for name, _, _ in EXAM_ERRORS]
 )
-def test_catalog_errors_name_exam_question_and_field(
-    mutate: Callable[[dict[str, Any]], None], message: str
-) -> None:
+def test_catalog_errors_name_exam_question_and_field(mutate: Callable[[dict[str, Any]], None], message: str) -> None:
     document = copy.deepcopy(valid_exam())
     mutate(document)
     with pytest.raises(CatalogError) as caught:

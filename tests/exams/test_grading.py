@@ -264,9 +264,7 @@ OPTIONS = {"options": "a, b, c"}
     [
         (
             {"q9": "b"},
-            FieldError(
-                "answers.q9", "validation.unknown_question", {"question_id": "q9", "code": "MATH-101"}
-            ),
+            FieldError("answers.q9", "validation.unknown_question", {"question_id": "q9", "code": "MATH-101"}),
         ),
         ({"q1": 2}, FieldError("answers.q1", "validation.answer_not_string")),
         ({"q1": ["b"]}, FieldError("answers.q1", "validation.answer_not_string")),
@@ -334,10 +332,7 @@ def test_every_validation_key_is_translated_with_the_same_placeholders() -> None
 
 def test_messages_format_their_parameters() -> None:
     assert gettext("validation.exam_unknown", "en", code="X-1") == "Unknown exam code X-1."
-    assert (
-        gettext("validation.exam_closed", "en", code="X-1")
-        == "Exam X-1 is closed and accepts no submissions."
-    )
+    assert gettext("validation.exam_closed", "en", code="X-1") == "Exam X-1 is closed and accepts no submissions."
     assert gettext("validation.too_long", "en", max=1000) == "Must be at most 1000 characters."
     assert "1000" in gettext("validation.too_long", "ar", max=1000)
 
@@ -347,9 +342,7 @@ def test_messages_format_their_parameters() -> None:
 TOPICS = ("algebra", "geometry", "biology")
 TEXT_ALPHABET = string.ascii_letters + string.digits + "ابتثجحخدذرسشصضطظعغفقكلمنهوي"
 OPTION_VALUES = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
-WORDS = st.lists(st.text(alphabet=TEXT_ALPHABET, min_size=1, max_size=8), min_size=1, max_size=3).map(
-    " ".join
-)
+WORDS = st.lists(st.text(alphabet=TEXT_ALPHABET, min_size=1, max_size=8), min_size=1, max_size=3).map(" ".join)
 FINITE = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 POINTS = st.one_of(st.integers(1, 10).map(float), st.floats(0.05, 10).map(lambda p: max(round(p, 2), 0.01)))
 

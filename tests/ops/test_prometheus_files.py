@@ -48,9 +48,7 @@ HISTOGRAMS = {
     "exams_ai_request_duration_seconds",
 }
 ALLOWED_METRICS = (
-    COUNTERS_AND_GAUGES
-    | HISTOGRAMS
-    | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+    COUNTERS_AND_GAUGES | HISTOGRAMS | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
 
 
@@ -58,8 +56,7 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(
-            f"{name} is not installed: run `make system-deps` (Debian packages prometheus, "
-            "prometheus-alertmanager)"
+            f"{name} is not installed: run `make system-deps` (Debian packages prometheus, prometheus-alertmanager)"
         )
     return path
 
@@ -76,9 +73,7 @@ def _tool(name: str) -> str:
 )
 def test_prometheus_tooling_accepts_files(argv: list[str]) -> None:
     binary = _tool(argv[0])
-    proc = subprocess.run(
-        [binary, *argv[1:]], cwd=PROM_DIR, capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([binary, *argv[1:]], cwd=PROM_DIR, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"`{' '.join(argv)}` failed:\n{proc.stdout}\n{proc.stderr}"
 
 

@@ -10,7 +10,6 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import exams.models
 import jobs.models  # noqa: F401  (registers the tables on the shared metadata)
 
 config = context.config

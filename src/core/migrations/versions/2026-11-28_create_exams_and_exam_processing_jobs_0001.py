@@ -49,9 +49,7 @@ def upgrade() -> None:
             "status IN ('pending', 'processing', 'completed', 'failed')",
             name=op.f("ck_exam_processing_jobs_status"),
         ),
-        sa.CheckConstraint(
-            "progress >= 0 AND progress <= 100", name=op.f("ck_exam_processing_jobs_progress")
-        ),
+        sa.CheckConstraint("progress >= 0 AND progress <= 100", name=op.f("ck_exam_processing_jobs_progress")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exam_processing_jobs")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_exam_processing_jobs_idempotency_key")),
     )
@@ -59,9 +57,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_exam_processing_jobs_completed_at", ["completed_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_exam_processing_jobs_exam_code"), ["exam_code"], unique=False)
         batch_op.create_index(batch_op.f("ix_exam_processing_jobs_job_id"), ["job_id"], unique=True)
-        batch_op.create_index(
-            "ix_exam_processing_jobs_status_created_at", ["status", "created_at"], unique=False
-        )
+        batch_op.create_index("ix_exam_processing_jobs_status_created_at", ["status", "created_at"], unique=False)
 
     op.create_table(
         "exams",

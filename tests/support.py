@@ -1,0 +1,212 @@
+"""Shared test plumbing: free ports, a real ``exams`` server process, a real fake-AI process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMS = str(Path(sys.executable).with_name("exams"))
+SAMPLE_CATALOG = REPO / "src" / "exams" / "sample_catalog.json"
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+MATH_ANSWERS = {"q1": "b", "q2": ["a", "c"], "q3": 3.14, "q4": True, "q5": "photosynthesis"}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers (any status), failing early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            httpx.get(url, timeout=1.0)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+            continue
+        return
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def run_exams(args: list[str], env: Mapping[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one ``exams`` command to completion."""
+    result = subprocess.run(
+        [EXAMS, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exams {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+class Process:
+    """A long-running ``exams`` command (server, worker, fake AI) with its log file."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, health_url: str | None) -> None:
+        self.args = args
+        self.env = dict(env)
+        self.log_path = log_path
+        self.health_url = health_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Process:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [EXAMS, *self.args], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        if wait and self.health_url:
+            try:
+                wait_http(self.health_url, proc=self.proc)
+            except Exception as exc:
+                raise RuntimeError(f"{exc}\n--- log ---\n{self.log()[-4000:]}") from exc
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class FakeAIProcess(Process):
+    """``exams fake-ai`` on a free port, with its control endpoints."""
+
+    def __init__(self, log_path: Path, latency: float = 0.2) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(
+            ["fake-ai", "--port", str(self.port), "--latency", str(latency)],
+            {"LOG_FORMAT": "json"},
+            log_path,
+            f"http://127.0.0.1:{self.port}/health",
+        )
+        self.latency = latency
+
+    def set_mode(self, mode: str, times: int | None = None, latency: float | None = None) -> None:
+        body: dict[str, Any] = {"mode": mode, "times": times}
+        if latency is not None:
+            body["latency"] = latency
+        httpx.put(f"http://127.0.0.1:{self.port}/_fake/mode", json=body, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_fake/reset", timeout=5).raise_for_status()
+        self.set_mode("ok", latency=self.latency)
+
+    def requests(self) -> int:
+        return int(httpx.get(f"http://127.0.0.1:{self.port}/_fake/stats", timeout=5).json()["requests"])
+
+
+def base_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a test server: fast retries and short timeouts."""
+    env = {
+        "DATABASE_URL": database_url,
+        "QUEUE_CONNECTION": "embedded",
+        "AI_API_BASE_URL": fake_ai_url,
+        "AI_API_KEY": "test-key-not-secret",
+        "AI_API_TIMEOUT": "3",
+        "JOB_MAX_RETRIES": "2",
+        "JOB_RETRY_BACKOFF": "0.2",
+        "JOB_STALE_AFTER": "6",
+        "LOG_FORMAT": "json",
+        "WORKER_THREADS": "8",
+        "PROMETHEUS_MULTIPROC_DIR": "",
+    }
+    env.update(extra)
+    return env
+
+
+class ExamsServer(Process):
+    """``exams serve`` on a free port, with a migrated database holding the sample catalog."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["serve", "--port", str(self.port)], env, log_path, f"{self.base_url}/health")
+
+    def prepare(self) -> ExamsServer:
+        run_exams(["migrate"], self.env)
+        run_exams(["catalog", "load", str(SAMPLE_CATALOG)], self.env)
+        return self
+
+    def submit(
+        self, answers: Mapping[str, Any] | None = None, exam_code: str = "MATH-101", **headers: str
+    ) -> httpx.Response:
+        body = {"exam_code": exam_code, "student_id": "s-1042", "answers": dict(answers or MATH_ANSWERS)}
+        return httpx.post(f"{self.base_url}/api/exam-results/process", json=body, headers=headers, timeout=10)
+
+    def status(self, job_id: str, **params: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.base_url}/api/exam-results/status/{job_id}", params=params, timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_final(self, job_id: str, timeout: float = 60.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Poll until the job is final; return the final document and every document seen."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = self.status(job_id)
+            seen.append(doc)
+            if doc["status"] in ("completed", "failed"):
+                return doc, seen
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} not final after {timeout} s: {seen[-1] if seen else None}")
+
+
+def sqlite_url(tmp: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp / f'exams-{uuid.uuid4().hex[:8]}.db'}"
+
+
+async def _pg_admin(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test run, dropped afterwards.
+
+    Raises (never skips) when PostgreSQL is not reachable: CI requires it.
+    """
+    import asyncio
+
+    name = f"exams_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
