@@ -16,6 +16,7 @@ from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -23,7 +24,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from core.db import alchemy_config, create_engine
 from core.health import health, ready
 from core.logging import configure_logging
-from core.metrics_endpoint import metrics_endpoint
+from core.metrics_endpoint import forget_dead_processes, mark_this_process_dead, metrics_endpoint
+from core.request_log import RequestLogMiddleware
 from core.settings import Settings, get_settings
 from core.web import exception_handlers
 from exams.controllers import ExamResultsController, ExamsController
@@ -31,6 +33,7 @@ from exams.pages import student_page
 from jobs.broker import create_broker
 from jobs.dispatch import reconcile, requeue_unfinished
 from jobs.embedded import EmbeddedWorker
+from jobs.monitoring import MonitoringCache
 
 __all__ = ("REPO_ROOT", "create_app")
 
@@ -58,11 +61,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_format, settings.log_level)
     engine = create_engine(settings)
     broker = create_broker(settings)
+    prometheus = PrometheusConfig(
+        app_name="exams",
+        prefix="exams_http",
+        group_path=True,
+        exclude=["/metrics", "/health", "/static"],
+        buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    )
     embedded = EmbeddedWorker(broker, settings) if settings.queue_connection == "embedded" else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        forget_dead_processes()
         if embedded is not None:
             embedded.start()
             try:
@@ -84,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
             await engine.dispose()
+            mark_this_process_dead()
 
     app = Litestar(
         route_handlers=[
@@ -96,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, engine))],
+        middleware=[RequestLogMiddleware, prometheus.middleware],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
@@ -131,4 +144,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.engine = engine
     app.state.session_maker = async_sessionmaker(engine, expire_on_commit=False)
     app.state.broker = broker
+    app.state.monitoring = MonitoringCache(engine, broker, settings)
     return app

@@ -44,3 +44,9 @@ AI_REQUESTS = Counter(
     "AI recommendation requests by outcome (success, timeout, error, disabled).",
     ["outcome"],
 )
+
+# Labelled series exist from the start (at 0), so the first failure is an increase Prometheus sees.
+for _status in ("completed", "failed"):
+    JOBS_FINISHED.labels(status=_status)
+for _outcome in ("success", "timeout", "error", "disabled"):
+    AI_REQUESTS.labels(outcome=_outcome)

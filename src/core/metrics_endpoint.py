@@ -1,21 +1,73 @@
-"""``GET /metrics``: Prometheus text format for this process (and every worker in multiprocess mode)."""
+"""``GET /metrics``: Prometheus text format for this process, every worker (multiprocess mode)
+and the scrape-time gauges read from the database and the broker."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
+from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-__all__ = ("metrics_endpoint",)
+from jobs.monitoring import MonitoringCache, SnapshotCollector
+
+__all__ = ("forget_dead_processes", "mark_this_process_dead", "metrics_endpoint")
+
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_processes() -> None:
+    """Drop live-gauge files of processes that are gone (a crash skips ``mark_process_dead``).
+
+    Counter and histogram files stay, so totals survive restarts.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        match = _PID_FILE.search(name)
+        if match and not _pid_alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), directory)  # type: ignore[no-untyped-call]
+
+
+def mark_this_process_dead() -> None:
+    """On a clean exit in multiprocess mode, retire this process's live gauges."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
+
+
+class _ProcessCollector(Collector):
+    """This process's own metrics (single-process mode)."""
+
+    def collect(self) -> Iterable[Metric]:
+        """Everything in the default registry."""
+        return REGISTRY.collect()
 
 
 @get("/metrics", operation_id="Metrics", tags=["operations"], cache=False, summary="Prometheus metrics")
-async def metrics_endpoint() -> Response[bytes]:
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Counters, histograms and gauges of SPEC.md in Prometheus' text format."""
+    monitoring: MonitoringCache = request.app.state.monitoring
+    snapshot = await monitoring.get()
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        registry = REGISTRY
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        registry.register(_ProcessCollector())
+    registry.register(SnapshotCollector(snapshot))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

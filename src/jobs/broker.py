@@ -9,6 +9,8 @@ keeps ``--threads`` jobs (AI calls included) in flight at once.
 
 from __future__ import annotations
 
+import os
+
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage
@@ -21,8 +23,12 @@ QUEUE_NAME = "exams"
 JOB_ACTOR_NAME = "process_exam"
 
 
-def create_broker(settings: Settings) -> dramatiq.Broker:
-    """Create the broker for ``settings``, make it Dramatiq's global one, and declare the actor."""
+def create_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker:
+    """Create the broker for ``settings``, make it Dramatiq's global one, and declare the actor.
+
+    ``worker``: this process consumes jobs (``exams worker``, or the embedded web process), so
+    it also reports its heartbeat and, with ``PROMETHEUS_MULTIPROC_DIR``, Dramatiq's own metrics.
+    """
     broker: dramatiq.Broker
     if settings.queue_connection == "redis":
         from dramatiq.brokers.redis import RedisBroker
@@ -40,6 +46,17 @@ def create_broker(settings: Settings) -> dramatiq.Broker:
         broker = StubBroker()
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
+    if worker or settings.queue_connection == "embedded":
+        from jobs.heartbeat import WorkerHeartbeats
+
+        broker.add_middleware(WorkerHeartbeats(settings))
+    if worker and settings.queue_connection != "embedded" and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Dramatiq's own metrics into the shared directory, so the web app's /metrics shows them;
+        # its exporter also serves them on dramatiq_prom_port (9191) for workers on other hosts.
+        os.environ.setdefault("dramatiq_prom_db", os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     dramatiq.set_broker(broker)
 
     from jobs.actors import declare_actors

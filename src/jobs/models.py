@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from jobs.progress import STEP_RANGES, JobStatus, Step, is_forward
 
-__all__ = ("ExamProcessingJob", "InvalidTransitionError", "utcnow")
+__all__ = ("ExamProcessingJob", "InvalidTransitionError", "WorkerHeartbeat", "utcnow")
 
 
 def utcnow() -> datetime:
@@ -153,3 +153,16 @@ class ExamProcessingJob(BigIntAuditBase):
         self.failed_at = None
         self.enqueued_at = None
         self.heartbeat_at = None
+
+
+class WorkerHeartbeat(BigIntAuditBase):
+    """One live worker process (embedded or Dramatiq), refreshed every few seconds while it runs."""
+
+    __tablename__ = "exam_worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    threads: Mapped[int] = mapped_column(Integer)
+    queue_connection: Mapped[str] = mapped_column(String(16))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)

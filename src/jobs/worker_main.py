@@ -8,4 +8,4 @@ from jobs.broker import create_broker
 
 _settings = get_settings()
 configure_logging(_settings.log_format, _settings.log_level)
-broker = create_broker(_settings)
+broker = create_broker(_settings, worker=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from advanced_alchemy.base import orm_registry
+from advanced_alchemy.types import GUID
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
@@ -25,11 +27,20 @@ def _database_url() -> str:
     return get_settings().database_url
 
 
+def compare_type(
+    _context: Any, _inspected: Any, _metadata_column: Any, _inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    """Ignore the storage type GUID reflects as (BINARY/NUMERIC on SQLite, UUID on PostgreSQL)."""
+    if isinstance(metadata_type, GUID):
+        return False
+    return None
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        compare_type=True,
+        compare_type=compare_type,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
