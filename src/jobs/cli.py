@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.cli import load_settings_or_exit, run_async
 from core.db import create_engine, session_scope
 from core.settings import Settings
+from jobs.leader import LeaderLock
 from jobs.models import ExamProcessingJob, InvalidTransitionError, utcnow
 from jobs.services import JobService
 
@@ -174,17 +175,26 @@ def cleanup(older_than_days: int | None, dry_run: bool) -> None:
 
 
 async def run_scheduler(settings: Settings, *, reconcile_every: float = 10.0, cleanup_every: float = 86_400.0) -> None:
-    """Reconcile every few seconds and clean up daily, forever."""
+    """Reconcile every few seconds and clean up daily, forever, while holding the leader lock."""
     from jobs.broker import create_broker
     from jobs.dispatch import reconcile
 
     broker = create_broker(settings)
     engine = create_engine(settings)
+    lock = LeaderLock(engine)
     loop = asyncio.get_running_loop()
     next_cleanup = loop.time()
+    leading: bool | None = None
     try:
         while True:
             try:
+                now_leading = await lock.ensure()
+                if now_leading != leading:
+                    log.info("scheduler leadership", leading=now_leading)
+                    leading = now_leading
+                if not leading:
+                    await asyncio.sleep(reconcile_every)
+                    continue
                 await reconcile(broker, engine, settings)
                 if loop.time() >= next_cleanup:
                     deleted = await cleanup_finished(engine, settings.job_retention_days, dry_run=False)
@@ -194,6 +204,7 @@ async def run_scheduler(settings: Settings, *, reconcile_every: float = 10.0, cl
                 log.exception("scheduler pass failed")
             await asyncio.sleep(reconcile_every)
     finally:
+        await lock.release()
         await engine.dispose()
 
 
