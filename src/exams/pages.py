@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from litestar import Request, get
 from litestar.response import Template
+from markupsafe import Markup
 
 from core.web import request_locale
 from i18n import SUPPORTED_LOCALES, catalog_keys, direction, gettext
@@ -38,6 +40,13 @@ def page_messages(locale: str) -> dict[str, str]:
     return {key: gettext(key, locale) for key in keys}
 
 
+@cache
+def _messages_json(locale: str) -> Markup:
+    # Readable UTF-8 rather than \u escapes; <, > and & escaped so nothing can close the <script>.
+    text = json.dumps(page_messages(locale), ensure_ascii=False, sort_keys=True)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
 @get("/", operation_id="StudentPage", include_in_schema=False, cache=False)
 async def student_page(request: Request[Any, Any, Any]) -> Template:
     """Render the student page in the request's language."""
@@ -53,7 +62,7 @@ async def student_page(request: Request[Any, Any, Any]) -> Template:
             "dir": direction(locale),
             "t": translate,
             "locales": [(code, gettext(f"page.lang.{code}", code)) for code in SUPPORTED_LOCALES],
-            "messages": page_messages(locale),
+            "messages_json": _messages_json(locale),
             "asset_version": _asset_version(),
         },
         headers={"Content-Language": locale, "Cache-Control": "no-store", "Vary": "Accept-Language"},

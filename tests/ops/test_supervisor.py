@@ -35,6 +35,7 @@ BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("TEST_SUPERVISOR_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKER = "exams-worker:exams-worker_00"
 PROGRAMS = ("exams-web", WORKER, "exams-scheduler")
+AI_LATENCY = float(os.environ.get("TEST_AI_LATENCY", "3.0"))
 
 
 def _proc_ppid(pid: int) -> int | None:
@@ -214,7 +215,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("supervisor")
     (tmp / "log").mkdir()
     redis.Redis.from_url(REDIS_URL).flushdb()  # fails (never skips) when Redis is down
-    fake_ai = FakeAIProcess(tmp / "fake-ai.log", latency=3.0).start()
+    fake_ai = FakeAIProcess(tmp / "fake-ai.log", latency=AI_LATENCY).start()
     marker = uuid.uuid4().hex
     port = free_port()
     supervisord: subprocess.Popen[bytes] | None = None
