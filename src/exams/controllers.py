@@ -144,7 +144,6 @@ class ExamResultsController(Controller):
         exam = await ExamCache.get(request.app, db_session, submission.exam_code)
         check_against_exam(submission, exam)
         job, created = await JobService(session=db_session).submit(submission)
-        await db_session.commit()
         background = None
         if created:
             metrics.JOBS_SUBMITTED.inc()

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db import session_scope
 from core.settings import Settings
 from jobs.actors import send_job
-from jobs.models import utcnow
 from jobs.services import JobService
 
 __all__ = ("dispatch", "reconcile", "requeue_unfinished")
@@ -57,18 +56,18 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
     async with session_scope(engine) as session:
         service = JobService(session=session)
         jobs = await service.needing_dispatch(stale_after=settings.job_stale_after, unsent_after=UNSENT_AFTER_SECONDS)
-        ids = [job.job_id for job in jobs]
-        sent = set(await anyio.to_thread.run_sync(_send_all, broker, ids))
-        now = utcnow()
-        for job in jobs:
-            if job.job_id not in sent:
-                continue
-            job.enqueued_at = now
-            if job.status == "processing":
-                # Released: the next claim may take it, and it is not re-sent for another
-                # stale period (``updated_at`` moves with this write).
-                job.heartbeat_at = None
-                log.warning("exam processing stalled, re-sent", job_id=str(job.job_id), attempt=job.attempts)
+        stalled = {job.job_id: job.version for job in jobs if job.status == "processing"}
+        attempts = {job.job_id: job.attempts for job in jobs}
+        # Free stalled jobs first (a conditional write: a worker that woke up keeps its job), so
+        # the message finds them claimable, and they are not re-sent for another stale period.
+        freed = [job_id for job_id, version in stalled.items() if await service.release_stalled(job_id, version)]
+        ids = [job.job_id for job in jobs if job.status == "pending"] + freed
+    sent = await anyio.to_thread.run_sync(_send_all, broker, ids)
+    if sent:
+        async with session_scope(engine) as session:
+            await JobService(session=session).mark_enqueued(sent)
+    for job_id in freed:
+        log.warning("exam processing stalled, re-sent", job_id=str(job_id), attempt=attempts[job_id])
     if sent:
         log.info("reconciler re-sent jobs", count=len(sent))
     return len(sent)

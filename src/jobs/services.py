@@ -15,7 +15,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import IdempotencyConflictError
@@ -58,26 +58,25 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
     repository_type = Repo
 
     async def get_by_job_id(self, job_id: UUID) -> ExamProcessingJob | None:
-        """Return the job, or ``None``."""
-        job: ExamProcessingJob | None = await self.repository.get_one_or_none(job_id=job_id)
+        """Return the job, or ``None`` (one unique-index lookup: the status endpoint's hot path)."""
+        stmt = select(ExamProcessingJob).where(ExamProcessingJob.job_id == job_id)
+        job: ExamProcessingJob | None = (await self.repository.session.execute(stmt)).scalar_one_or_none()
         return job
 
     async def _by_idempotency_key(self, key: str) -> ExamProcessingJob | None:
-        job: ExamProcessingJob | None = await self.repository.get_one_or_none(idempotency_key=key)
+        stmt = select(ExamProcessingJob).where(ExamProcessingJob.idempotency_key == key)
+        job: ExamProcessingJob | None = (await self.repository.session.execute(stmt)).scalar_one_or_none()
         return job
 
     async def submit(self, submission: Submission) -> tuple[ExamProcessingJob, bool]:
         """Store a new pending job, or return the earlier one for a repeated ``Idempotency-Key``.
 
-        Returns the job and whether it was created now. The caller commits; a concurrent insert
-        of the same key is resolved by the unique index (the loser reads the winner's job).
+        Returns the job and whether it was created now; the new job is committed. A repeated key
+        is found by the unique index: the insert fails, and the earlier job is read instead (this
+        also settles two concurrent requests with the same key).
         """
         fingerprint = request_fingerprint(submission)
         key = submission.idempotency_key
-        if key is not None:
-            existing = await self._by_idempotency_key(key)
-            if existing is not None:
-                return self._replay(existing, fingerprint), False
         job = ExamProcessingJob(
             exam_code=submission.exam_code,
             student_id=submission.student_id,
@@ -87,11 +86,11 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             request_fingerprint=fingerprint,
         )
         session = self.repository.session
+        session.add(job)
         try:
-            async with session.begin_nested():
-                session.add(job)
-                await session.flush()
+            await session.commit()
         except IntegrityError:
+            await session.rollback()
             if key is None:
                 raise
             existing = await self._by_idempotency_key(key)
@@ -127,10 +126,28 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         """Record that messages for these jobs reached the broker."""
         if not job_ids:
             return
-        jobs = await self.repository.list(ExamProcessingJob.job_id.in_(job_ids))
-        for job in jobs:
-            if job.enqueued_at is None:
-                job.enqueued_at = now or utcnow()
+        stmt = (
+            update(ExamProcessingJob)
+            .where(ExamProcessingJob.job_id.in_(job_ids), ExamProcessingJob.enqueued_at.is_(None))
+            .values(enqueued_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        await self.repository.session.execute(stmt)
+
+    async def release_stalled(self, job_id: UUID, version: int, now: datetime | None = None) -> bool:
+        """Free a stalled job for the next claim, unless it changed since it was read (its worker woke up)."""
+        stmt = (
+            update(ExamProcessingJob)
+            .where(
+                ExamProcessingJob.job_id == job_id,
+                ExamProcessingJob.version == version,
+                ExamProcessingJob.status == "processing",
+            )
+            .values(heartbeat_at=None, enqueued_at=now or utcnow(), version=version + 1, updated_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.repository.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
 
     async def list_recent(self, status: str | None = None, limit: int = 10) -> Sequence[ExamProcessingJob]:
         """The newest jobs, optionally of one status (the seed's ``SELECT … LIMIT 10``)."""

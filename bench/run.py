@@ -1,0 +1,143 @@
+"""Benchmarks of the hot paths: submit (POST) and status (GET), against a baseline in the same run.
+
+Starts a real ``exams serve`` (PostgreSQL + Redis, no worker, so only the web path is measured;
+or embedded SQLite with ``--embedded``), drives it with a bounded closed-loop load from this
+process, and prints requests/s, p50 and p99 latency, and the ratio to ``GET /health`` measured
+on the same server in the same run (the framework's floor on this machine).
+
+    .venv/bin/python bench/run.py [--requests 2000] [--concurrency 16] [--embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMS = str(Path(sys.executable).with_name("exams"))
+sys.path.insert(0, str(REPO / "tests"))
+from support import MATH_ANSWERS, free_port, postgres_database, wait_http  # noqa: E402
+
+
+async def _drive(
+    name: str, total: int, concurrency: int, call: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                started = time.perf_counter()
+                response = await call(client, i)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code >= 400:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "name": name,  # type: ignore[dict-item]
+        "rps": total / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "errors": errors,
+    }
+
+
+async def _bench(base: str, total: int, concurrency: int) -> list[dict[str, float]]:
+    async with httpx.AsyncClient() as warm:
+        for _ in range(50):
+            await warm.get(f"{base}/health")
+        first = await warm.post(
+            f"{base}/api/exam-results/process",
+            json={"exam_code": "MATH-101", "student_id": "bench", "answers": MATH_ANSWERS},
+        )
+        job_id = first.json()["job_id"]
+
+    async def health(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get(f"{base}/health")
+
+    async def submit(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        body = {"exam_code": "MATH-101", "student_id": f"bench-{i}", "answers": MATH_ANSWERS}
+        return await client.post(
+            f"{base}/api/exam-results/process", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+
+    async def status(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get(f"{base}/api/exam-results/status/{job_id}")
+
+    results = [await _drive("GET /health (baseline)", total, concurrency, health)]
+    results.append(await _drive("POST /api/exam-results/process", total, concurrency, submit))
+    results.append(await _drive("GET /api/exam-results/status/{id}", total, concurrency, status))
+    return results
+
+
+def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    subprocess.run([EXAMS, "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [EXAMS, "catalog", "load", str(REPO / "src/exams/sample_catalog.json")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [EXAMS, "serve", "--port", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--embedded", action="store_true", help="SQLite + in-process worker instead of PostgreSQL + Redis"
+    )
+    args = parser.parse_args()
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="exams-bench-"))
+    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "warning", "AI_API_ENABLED": "false"}
+    with postgres_database() as pg_url:
+        if args.embedded:
+            env |= {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "QUEUE_CONNECTION": "embedded"}
+        else:
+            env |= {"DATABASE_URL": pg_url, "QUEUE_CONNECTION": "redis", "REDIS_URL": "redis://127.0.0.1:6379/11"}
+            subprocess.run(["redis-cli", "-n", "11", "FLUSHDB"], check=False, capture_output=True)
+        proc = _serve(env, port, tmp / "server.log")
+        try:
+            results = asyncio.run(_bench(f"http://127.0.0.1:{port}", args.requests, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            if not args.embedded:
+                subprocess.run(["redis-cli", "-n", "11", "FLUSHDB"], check=False, capture_output=True)
+    mode = "embedded SQLite" if args.embedded else "PostgreSQL + Redis"
+    print(f"\n{mode}; {args.requests} requests per row, {args.concurrency} concurrent, one uvicorn process")
+    print(f"{'endpoint':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs baseline':>12}")
+    baseline = results[0]["rps"]
+    for row in results:
+        print(
+            f"{row['name']:<36} {row['rps']:>8.0f} {row['p50']:>8.1f} {row['p99']:>8.1f} "
+            f"{int(row['errors']):>7} {row['rps'] / baseline:>11.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
