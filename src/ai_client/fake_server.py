@@ -2,6 +2,8 @@
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``, and the test controls
 ``GET|PUT /_fake/mode``, ``GET /_fake/stats``, ``POST /_fake/reset`` (see docs/ai-integration.md).
+Each answer waits ``latency`` plus a random ``0..jitter`` seconds, and says how long in the
+``X-Fake-Latency`` header.
 """
 
 from __future__ import annotations
@@ -92,9 +94,11 @@ class _ChatRequest(msgspec.Struct):
 
 
 class _ModeChange(msgspec.Struct, forbid_unknown_fields=True):
-    mode: FakeMode
+    #: ``None`` keeps the current mode (and its remaining ``times``): only the timing changes.
+    mode: FakeMode | None = None
     times: int | None = None
     latency: float | None = None
+    jitter: float | None = None
 
 
 @dataclass
@@ -105,27 +109,42 @@ class _FakeState:
     start_latency: float
     error_rate: float
     seed: int | None
+    start_jitter: float = 0.0
     mode: FakeMode = "ok"
     times: int | None = None
     latency: float = 0.0
+    jitter: float = 0.0
     requests: int = 0
     by_mode: Counter[str] = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
+    #: Its own generator, so jitter leaves the seeded sequence of errors unchanged.
+    jitter_rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.mode, self.times, self.latency = self.start_mode, None, self.start_latency
+        self.jitter = self.start_jitter
         self.requests = 0
         self.by_mode.clear()
         self.rng.seed(self.seed)
+        self.jitter_rng.seed(self.seed)
 
     def change(self, change: _ModeChange) -> None:
-        self.mode = change.mode
-        self.times = None if change.mode == "ok" else change.times
+        if change.mode is not None:
+            self.mode = change.mode
+            self.times = None if change.mode == "ok" else change.times
         if change.latency is not None:
             self.latency = change.latency
+        if change.jitter is not None:
+            self.jitter = change.jitter
+
+    def next_wait(self) -> float:
+        """Seconds the next answer takes: the latency plus a random share of the jitter."""
+        if not self.jitter:
+            return self.latency
+        return self.latency + self.jitter_rng.uniform(0.0, self.jitter)
 
     def next_mode(self) -> FakeMode:
         """Count one paid request and decide how to answer it."""
@@ -145,6 +164,7 @@ class _FakeState:
             "mode": self.mode,
             "times": self.times,
             "latency": self.latency,
+            "jitter": self.jitter,
             "error_rate": self.error_rate,
         }
 
@@ -156,14 +176,20 @@ def create_fake_ai_app(
     mode: str = "ok",
     seed: int | None = None,
     api_key: str | None = None,
+    jitter: float = 0.0,
 ) -> ASGIApp:
     """A fresh fake AI server: ``latency`` seconds per answer, ``error_rate`` of answers a 500.
+
+    ``jitter`` adds a random ``0..jitter`` seconds to each answer (uniform; seeded by ``seed``),
+    so load tests see answers finish out of order.
 
     With ``api_key`` set, chat completions without ``Authorization: Bearer <api_key>`` get a 401
     that quotes the key sent, as careless providers do (the client must not repeat it).
     """
-    start_mode = _check_settings(latency=latency, error_rate=error_rate, mode=mode)
-    state = _FakeState(start_mode=start_mode, start_latency=latency, error_rate=error_rate, seed=seed)
+    start_mode = _check_settings(latency=latency, error_rate=error_rate, mode=mode, jitter=jitter)
+    state = _FakeState(
+        start_mode=start_mode, start_latency=latency, error_rate=error_rate, seed=seed, start_jitter=jitter
+    )
 
     @post("/v1/chat/completions", operation_id="fakeChatCompletion")
     async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -192,11 +218,13 @@ def create_fake_ai_app(
                 code="rate_limit_exceeded",
                 headers={"Retry-After": "1"},
             )
-        wait = HANG_SECONDS if answer == "hang" else state.latency
+        wait = HANG_SECONDS if answer == "hang" else state.next_wait()
         await _sleep_unless_disconnected(request, wait)
+        timing = {"X-Fake-Latency": f"{wait:.6f}"}
         if answer in ("error_500", "hang"):
-            return _error(500, "The server had an error while processing your request.", "server_error")
-        return Response(_completion(chat, _content(answer, chat)), status_code=200)
+            message = "The server had an error while processing your request."
+            return _error(500, message, "server_error", headers=timing)
+        return Response(_completion(chat, _content(answer, chat)), status_code=200, headers=timing)
 
     @get("/v1/models", operation_id="fakeListModels")
     async def list_models() -> dict[str, Any]:
@@ -218,15 +246,20 @@ def create_fake_ai_app(
 
     @put("/_fake/mode", operation_id="fakeSetMode")
     async def set_mode(request: Request[Any, Any, Any]) -> Response[Any]:
-        """Switch the answer mode, for the next ``times`` requests or until changed."""
+        """Switch the answer mode, for the next ``times`` requests or until changed; or only the timing."""
         try:
             change = msgspec.json.decode(await request.body(), type=_ModeChange)
         except msgspec.DecodeError as exc:
             return _error(400, f"Invalid mode change: {exc}", "invalid_request_error")
         if change.times is not None and change.times < 1:
             return _error(400, "'times' must be at least 1 (or null).", "invalid_request_error", param="times")
+        if change.mode is None and (change.times is not None or (change.latency is None and change.jitter is None)):
+            message = "'mode' is required, unless only 'latency' or 'jitter' change."
+            return _error(400, message, "invalid_request_error", param="mode")
         if change.latency is not None and change.latency < 0:
             return _error(400, "'latency' must not be negative.", "invalid_request_error", param="latency")
+        if change.jitter is not None and change.jitter < 0:
+            return _error(400, "'jitter' must not be negative.", "invalid_request_error", param="jitter")
         state.change(change)
         return Response(state.describe(), status_code=200)
 
@@ -237,7 +270,7 @@ def create_fake_ai_app(
 
     @post("/_fake/reset", operation_id="fakeReset", status_code=200)
     async def reset() -> dict[str, Any]:
-        """Forget the stats and go back to the start mode and latency."""
+        """Forget the stats and go back to the start mode, latency and jitter."""
         state.reset()
         return state.describe()
 
@@ -249,13 +282,16 @@ def create_fake_ai_app(
     )
 
 
-def run_fake_ai(*, host: str, port: int, latency: float, error_rate: float, mode: str = "ok") -> None:
+def run_fake_ai(
+    *, host: str, port: int, latency: float, error_rate: float, mode: str = "ok", jitter: float = 0.0
+) -> None:
     """Serve the fake AI with uvicorn until interrupted."""
-    app = create_fake_ai_app(latency=latency, error_rate=error_rate, mode=mode)
+    app = create_fake_ai_app(latency=latency, error_rate=error_rate, mode=mode, jitter=jitter)
     _log.info(
         "fake AI listening",
         url=f"http://{host}:{port}/v1",
         latency=latency,
+        jitter=jitter,
         error_rate=error_rate,
         mode=mode,
     )
@@ -263,9 +299,11 @@ def run_fake_ai(*, host: str, port: int, latency: float, error_rate: float, mode
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
 
 
-def _check_settings(*, latency: float, error_rate: float, mode: str) -> FakeMode:
+def _check_settings(*, latency: float, error_rate: float, mode: str, jitter: float = 0.0) -> FakeMode:
     if latency < 0:
         raise ValueError(f"latency must not be negative, got {latency}")
+    if jitter < 0:
+        raise ValueError(f"jitter must not be negative, got {jitter}")
     if not 0 <= error_rate <= 1:
         raise ValueError(f"error rate must be between 0 and 1, got {error_rate}")
     for known in MODES:

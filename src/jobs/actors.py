@@ -13,7 +13,8 @@ from uuid import UUID
 
 import dramatiq
 import structlog
-from dramatiq.middleware import TimeLimitExceeded
+from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.settings import Settings
 from jobs.broker import JOB_ACTOR_NAME, QUEUE_NAME
@@ -59,6 +60,11 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     return isinstance(exc, TimeLimitExceeded) and retries < 20
 
 
+#: Redeliveries while the database is unreachable before the message is dropped (the job's row,
+#: once the database is back, is found by the reconciler anyway).
+DATABASE_RETRIES = 40
+
+
 async def process_exam(job_id: str) -> None:
     """Run or resume one exam job."""
     structlog.contextvars.clear_contextvars()
@@ -66,6 +72,14 @@ async def process_exam(job_id: str) -> None:
         await run_job(_get_runtime(), UUID(job_id))
     except RetryLater as exc:
         raise dramatiq.Retry(str(exc), delay=int(exc.delay * 1000)) from None
+    except (OperationalError, DBAPIError, OSError) as exc:
+        # The database is away before the job could even be claimed or released.
+        message = CurrentMessage.get_current_message()
+        retries = int(message.options.get("retries", 0)) if message is not None else 0
+        log.warning("exam processing waiting for the database", job_id=job_id, error=type(exc).__name__)
+        if retries >= DATABASE_RETRIES:
+            raise
+        raise dramatiq.Retry("database unavailable", delay=min(2000 * 2**retries, 60_000)) from None
     finally:
         structlog.contextvars.clear_contextvars()
 

@@ -61,7 +61,8 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
         # Free stalled jobs first (a conditional write: a worker that woke up keeps its job), so
         # the message finds them claimable, and they are not re-sent for another stale period.
         freed = [job_id for job_id, version in stalled.items() if await service.release_stalled(job_id, version)]
-        ids = [job.job_id for job in jobs if job.status == "pending"] + freed
+        pending = [job.job_id for job in jobs if job.status == "pending"]
+        ids = pending + freed
     sent = await anyio.to_thread.run_sync(_send_all, broker, ids)
     if sent:
         async with session_scope(engine) as session:

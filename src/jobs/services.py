@@ -21,7 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from core.errors import IdempotencyConflictError
 from jobs.models import ExamProcessingJob, utcnow
 
-__all__ = ("JobService", "Submission", "request_fingerprint")
+__all__ = ("PENDING_RESEND_AFTER", "JobService", "Submission", "request_fingerprint")
+
+#: Seconds after which a pending job that was sent but never started is sent again.
+PENDING_RESEND_AFTER = 900.0
 
 
 class Submission(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,7 +131,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             return
         stmt = (
             update(ExamProcessingJob)
-            .where(ExamProcessingJob.job_id.in_(job_ids), ExamProcessingJob.enqueued_at.is_(None))
+            .where(ExamProcessingJob.job_id.in_(job_ids))
             .values(enqueued_at=now or utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -167,6 +170,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         """
         now = now or utcnow()
         unsent_cutoff = now - timedelta(seconds=unsent_after)
+        resend_cutoff = now - timedelta(seconds=PENDING_RESEND_AFTER)
         stale_cutoff = now - timedelta(seconds=stale_after)
         stmt = (
             select(ExamProcessingJob)
@@ -177,6 +181,9 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
                         ExamProcessingJob.enqueued_at.is_(None),
                         ExamProcessingJob.created_at < unsent_cutoff,
                     ),
+                    # A message lost after reaching the broker (a flushed Redis, a dropped
+                    # dead letter): sent again; a duplicate is skipped by the claim.
+                    and_(ExamProcessingJob.status == "pending", ExamProcessingJob.enqueued_at < resend_cutoff),
                     and_(
                         ExamProcessingJob.status == "processing",
                         or_(

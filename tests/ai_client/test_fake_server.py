@@ -136,6 +136,7 @@ def test_mode_times_then_back_to_ok_and_reset(fake_ai: FakeAI) -> None:
         "mode": "ok",
         "times": None,
         "latency": 0.0,
+        "jitter": 0.0,
         "error_rate": 0.0,
     }
     assert fake_ai.stats() == {"requests": 3, "by_mode": {"rate_limit_429": 2, "ok": 1}}
@@ -145,7 +146,15 @@ def test_mode_times_then_back_to_ok_and_reset(fake_ai: FakeAI) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"mode": "explode"}, {"mode": "ok", "times": 0}, {"mode": "ok", "latency": -1}, {"times": 1}, "nope"],
+    [
+        {"mode": "explode"},
+        {"mode": "ok", "times": 0},
+        {"mode": "ok", "latency": -1},
+        {"times": 1},
+        {"jitter": -0.5},
+        {},
+        "nope",
+    ],
 )
 def test_invalid_mode_change_is_400(fake_ai: FakeAI, body: Any) -> None:
     response = fake_ai.http.put(f"{fake_ai.root}/_fake/mode", json=body)
@@ -166,6 +175,35 @@ async def test_latency_is_waited_concurrently(fake_ai: FakeAI) -> None:
     elapsed = time.perf_counter() - started
     assert all(r.status_code == 200 for r in responses)
     assert 0.5 <= elapsed < 1.5
+
+
+def test_jitter_adds_a_random_share_to_the_latency(http: httpx.Client) -> None:
+    with serve(create_fake_ai_app(latency=0.05, error_rate=0.5, jitter=0.2, seed=7)) as root:
+        assert http.get(f"{root}/_fake/mode").json()["jitter"] == 0.2
+        started = time.perf_counter()
+        responses = [chat(http, root) for _ in range(8)]
+        elapsed = time.perf_counter() - started
+        waits = [float(r.headers["X-Fake-Latency"]) for r in responses]
+        statuses = [r.status_code for r in responses]
+
+        http.post(f"{root}/_fake/reset").raise_for_status()
+        replay = [chat(http, root) for _ in range(8)]
+
+        # Only the timing changes: the mode (and its remaining `times`) stays.
+        http.put(f"{root}/_fake/mode", json={"mode": "error_500", "times": 5}).raise_for_status()
+        changed = http.put(f"{root}/_fake/mode", json={"latency": 0, "jitter": 0}).json()
+        still_failing = chat(http, root)
+
+    assert all(0.05 <= wait <= 0.25 for wait in waits), waits
+    assert len(set(waits)) == len(waits)  # drawn afresh for every answer
+    assert elapsed >= sum(waits)
+    # Seeded: a reset replays the same waits, and jitter leaves the seeded errors unchanged.
+    assert [float(r.headers["X-Fake-Latency"]) for r in replay] == waits
+    assert [r.status_code for r in replay] == statuses
+    assert set(statuses) == {200, 500}
+    assert changed == {"mode": "error_500", "times": 5, "latency": 0.0, "jitter": 0.0, "error_rate": 0.5}
+    assert still_failing.status_code == 500
+    assert still_failing.headers["X-Fake-Latency"] == "0.000000"
 
 
 def test_hang_stops_when_the_client_leaves(fake_ai: FakeAI) -> None:
@@ -210,10 +248,11 @@ def test_error_rate_is_seeded_and_reset_replays_it(http: httpx.Client) -> None:
         {"latency": -1, "error_rate": 0},
         {"latency": 0, "error_rate": 1.5},
         {"latency": 0, "error_rate": 0, "mode": "nope"},
+        {"latency": 0, "error_rate": 0, "jitter": -1},
     ],
 )
 def test_bad_settings_are_refused(kwargs: Any) -> None:
-    with pytest.raises(ValueError, match=r"latency|error rate|mode"):
+    with pytest.raises(ValueError, match=r"latency|error rate|mode|jitter"):
         create_fake_ai_app(**kwargs)
 
 

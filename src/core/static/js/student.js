@@ -91,6 +91,25 @@
     return el;
   }
 
+  // A run of Latin letters, digits and maths ("2x + 3 = 11", "180°", "CO2"): inside Arabic text the
+  // bidi algorithm would reorder it ("11 = 3 + 2x"), so it is isolated as left-to-right.
+  const LTR_RUN = /[A-Za-z0-9(][A-Za-z0-9\u00b2\u00b3 .,:+\-\u2212\u00d7\u00f7=<>\u2264\u2265()^/\u00b0%']*[A-Za-z0-9\u00b2\u00b3)\u00b0%]|[A-Za-z0-9]/g;
+
+  /** Text as nodes, with embedded left-to-right runs isolated on right-to-left pages. */
+  function bidi(text) {
+    const value = String(text);
+    if (document.documentElement.dir !== "rtl") return [value];
+    const nodes = [];
+    let last = 0;
+    for (const match of value.matchAll(LTR_RUN)) {
+      if (match.index > last) nodes.push(value.slice(last, match.index));
+      nodes.push(h("bdi", { dir: "ltr" }, match[0]));
+      last = match.index + match[0].length;
+    }
+    if (last < value.length) nodes.push(value.slice(last));
+    return nodes;
+  }
+
   function uuid() {
     if (window.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
     // Plain-HTTP deployments have no randomUUID (secure contexts only): build a v4 UUID by hand.
@@ -305,7 +324,6 @@
   function choice(type, name, value, letter, text, describedBy) {
     return h("label", { class: "choice" },
       h("input", { type, name, value, class: "choice__input", "aria-describedby": describedBy }),
-      h("span", { class: "choice__box", "aria-hidden": "true" }),
       letter ? h("span", { class: "choice__letter", dir: "ltr" }, letter) : null,
       h("span", { class: "choice__text", dir: "auto" }, text));
   }
@@ -344,7 +362,7 @@
       h("fieldset", { class: "question__fieldset" },
         h("legend", { class: "question__legend" },
           h("span", { class: "question__number" }, t("page.form.question", { number: num(index + 1) })),
-          h("span", { class: "question__prompt", id: promptId }, stem)),
+          h("span", { class: "question__prompt", id: promptId }, bidi(stem))),
         h("div", { class: "question__meta" },
           h("span", { class: "chip chip--topic" }, t("page.form.topic", { topic: topicLabel(question.topic) })),
           h("span", { class: "chip" }, t("page.form.points", { value: num(question.points) })),
@@ -652,7 +670,7 @@
             h("span", { class: "question-result__icon", "aria-hidden": "true" }, q.correct ? "✓" : "✗"),
             h("span", { class: "question-result__text" },
               h("strong", {}, label),
-              info ? h("span", { class: "question-result__prompt", dir: "auto" }, info.prompt) : null),
+              info ? h("span", { class: "question-result__prompt" }, bidi(info.prompt)) : null),
             h("span", { class: "question-result__points", dir: "ltr" }, t("page.result.awarded", { awarded: num(q.awarded), max: num(q.max) })),
             h("span", { class: `badge ${q.correct ? "badge--success" : "badge--danger"}` }, t(q.correct ? "page.result.correct" : "page.result.incorrect")));
         })));
