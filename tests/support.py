@@ -138,7 +138,6 @@ def base_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, str
         "JOB_STALE_AFTER": "6",
         "LOG_FORMAT": "json",
         "WORKER_THREADS": "8",
-        "PROMETHEUS_MULTIPROC_DIR": "",
     }
     env.update(extra)
     return env

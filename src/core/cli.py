@@ -44,6 +44,23 @@ _run = run_async
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Async Exam Processing: grade exam submissions with AI study recommendations."""
+    _prepare_metrics_dir()
+
+
+def _prepare_metrics_dir() -> None:
+    # prometheus-client switches to multiprocess mode when the variable merely exists, and an
+    # empty value would scatter its files into the working directory: treat empty as unset.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        return
+    if not directory.strip():
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        return
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"exams: bad setting: PROMETHEUS_MULTIPROC_DIR {directory!r} cannot be created: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command()
