@@ -176,12 +176,16 @@ def worker(processes: int, threads: int) -> None:
         sys.exit(2)
     # Each thread holds one job; prefetching more would park messages behind busy threads.
     os.environ.setdefault("dramatiq_queue_prefetch", str(threads))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Dramatiq's exporter (a process forked by its master) reads this, not our settings.
+        os.environ.setdefault("dramatiq_prom_db", os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutdown_ms = int((settings.job_time_limit + 30) * 1000)
     args = [
         sys.executable,
         "-m",
-        "dramatiq",
+        "jobs.worker_cli",
         "jobs.worker_main",
+        "--skip-logging",
         "--processes",
         str(processes),
         "--threads",

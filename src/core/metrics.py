@@ -50,3 +50,5 @@ for _status in ("completed", "failed"):
     JOBS_FINISHED.labels(status=_status)
 for _outcome in ("success", "timeout", "error", "disabled"):
     AI_REQUESTS.labels(outcome=_outcome)
+for _stage in ("validating_exam", "processing_answers", "getting_ai_recommendations", "finalizing_results"):
+    JOB_STAGE_DURATION.labels(stage=_stage)

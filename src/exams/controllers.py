@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
@@ -26,7 +27,7 @@ from exams.schemas import ExamDetail, ExamList, ExamSummary, QuestionPublic, Sta
 from exams.services import ExamService
 from exams.submissions import check_against_exam, check_shape
 from i18n import gettext
-from jobs.dispatch import dispatch
+from jobs.dispatch import JobRef, dispatch
 from jobs.models import ExamProcessingJob
 from jobs.services import JobService
 
@@ -144,11 +145,12 @@ class ExamResultsController(Controller):
         exam = await ExamCache.get(request.app, db_session, submission.exam_code)
         check_against_exam(submission, exam)
         job, created = await JobService(session=db_session).submit(submission)
+        structlog.contextvars.bind_contextvars(job_id=str(job.job_id), exam_code=job.exam_code)
         background = None
         if created:
             metrics.JOBS_SUBMITTED.inc()
             state = request.app.state
-            background = BackgroundTask(dispatch, state.broker, state.engine, [job.job_id])
+            background = BackgroundTask(dispatch, state.broker, state.engine, [JobRef.of(job)])
         headers = _headers(job, locale)
         headers["Location"] = f"{STATUS_PATH}/{job.job_id}"
         headers["Retry-After"] = str(POLL_SECONDS)

@@ -76,7 +76,15 @@ async def process_exam(job_id: str) -> None:
         # The database is away before the job could even be claimed or released.
         message = CurrentMessage.get_current_message()
         retries = int(message.options.get("retries", 0)) if message is not None else 0
-        log.warning("exam processing waiting for the database", job_id=job_id, error=type(exc).__name__)
+        # exam_code, step and attempt are in the database, which cannot be read right now.
+        log.warning(
+            "exam processing waiting for the database",
+            job_id=job_id,
+            exam_code=None,
+            step=None,
+            attempt=None,
+            error=type(exc).__name__,
+        )
         if retries >= DATABASE_RETRIES:
             raise
         raise dramatiq.Retry("database unavailable", delay=min(2000 * 2**retries, 60_000)) from None

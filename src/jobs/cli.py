@@ -103,7 +103,7 @@ def retry_jobs(job_id: str | None, all_failed: bool) -> None:
 
     async def go() -> tuple[list[UUID], list[str]]:
         from jobs.broker import create_broker
-        from jobs.dispatch import dispatch
+        from jobs.dispatch import JobRef, dispatch
 
         engine = create_engine(settings)
         problems: list[str] = []
@@ -111,7 +111,7 @@ def retry_jobs(job_id: str | None, all_failed: bool) -> None:
             async with session_scope(engine) as session:
                 service = JobService(session=session)
                 ids = [_job_id(job_id)] if job_id else list(await service.failed_job_ids(limit=100_000))
-                retried: list[UUID] = []
+                retried: list[JobRef] = []
                 for uid in ids:
                     job = await service.get_by_job_id(uid)
                     if job is None:
@@ -122,10 +122,10 @@ def retry_jobs(job_id: str | None, all_failed: bool) -> None:
                     except InvalidTransitionError as exc:
                         problems.append(str(exc))
                         continue
-                    retried.append(uid)
+                    retried.append(JobRef.of(job))
             if retried and settings.queue_connection != "embedded":
                 await dispatch(create_broker(settings), engine, retried)
-            return retried, problems
+            return [ref.job_id for ref in retried], problems
         finally:
             await engine.dispose()
 

@@ -10,6 +10,7 @@ worker can claim a job, and a finished job is skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 from uuid import UUID
 
 import anyio.to_thread
@@ -20,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db import session_scope
 from core.settings import Settings
 from jobs.actors import send_job
+from jobs.models import ExamProcessingJob
 from jobs.services import JobService
 
-__all__ = ("dispatch", "reconcile", "requeue_unfinished")
+__all__ = ("JobRef", "dispatch", "reconcile", "requeue_unfinished")
 
 log = structlog.get_logger("jobs.dispatch")
 
@@ -30,21 +32,42 @@ log = structlog.get_logger("jobs.dispatch")
 UNSENT_AFTER_SECONDS = 5.0
 
 
-def _send_all(broker: dramatiq.Broker, job_ids: Sequence[UUID]) -> list[UUID]:
+class JobRef(NamedTuple):
+    """What sending a job needs, and what its log lines carry."""
+
+    job_id: UUID
+    exam_code: str
+    step: str
+    attempt: int
+
+    @classmethod
+    def of(cls, job: ExamProcessingJob) -> JobRef:
+        """The reference of a loaded job."""
+        return cls(job.job_id, job.exam_code, job.current_step, job.attempts)
+
+
+def _send_all(broker: dramatiq.Broker, jobs: Sequence[JobRef]) -> list[UUID]:
     sent: list[UUID] = []
-    for job_id in job_ids:
+    for ref in jobs:
         try:
-            send_job(broker, job_id)
+            send_job(broker, ref.job_id)
         except Exception as exc:  # noqa: BLE001  (any broker failure: keep the row for the reconciler)
-            log.warning("exam processing enqueue failed", job_id=str(job_id), error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "exam processing enqueue failed",
+                job_id=str(ref.job_id),
+                exam_code=ref.exam_code,
+                step=ref.step,
+                attempt=ref.attempt,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             break
-        sent.append(job_id)
+        sent.append(ref.job_id)
     return sent
 
 
-async def dispatch(broker: dramatiq.Broker, engine: AsyncEngine, job_ids: Sequence[UUID]) -> list[UUID]:
-    """Send messages for ``job_ids`` (off the event loop) and record which reached the broker."""
-    sent = await anyio.to_thread.run_sync(_send_all, broker, list(job_ids))
+async def dispatch(broker: dramatiq.Broker, engine: AsyncEngine, jobs: Sequence[JobRef]) -> list[UUID]:
+    """Send messages for ``jobs`` (off the event loop) and record which reached the broker."""
+    sent = await anyio.to_thread.run_sync(_send_all, broker, list(jobs))
     if sent:
         async with session_scope(engine) as session:
             await JobService(session=session).mark_enqueued(sent)
@@ -56,19 +79,26 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
     async with session_scope(engine) as session:
         service = JobService(session=session)
         jobs = await service.needing_dispatch(stale_after=settings.job_stale_after, unsent_after=UNSENT_AFTER_SECONDS)
-        stalled = {job.job_id: job.version for job in jobs if job.status == "processing"}
-        attempts = {job.job_id: job.attempts for job in jobs}
         # Free stalled jobs first (a conditional write: a worker that woke up keeps its job), so
         # the message finds them claimable, and they are not re-sent for another stale period.
-        freed = [job_id for job_id, version in stalled.items() if await service.release_stalled(job_id, version)]
-        pending = [job.job_id for job in jobs if job.status == "pending"]
-        ids = pending + freed
-    sent = await anyio.to_thread.run_sync(_send_all, broker, ids)
+        freed = [
+            JobRef.of(job)
+            for job in jobs
+            if job.status == "processing" and await service.release_stalled(job.job_id, job.version)
+        ]
+        refs = [JobRef.of(job) for job in jobs if job.status == "pending"] + freed
+    sent = await anyio.to_thread.run_sync(_send_all, broker, refs)
     if sent:
         async with session_scope(engine) as session:
             await JobService(session=session).mark_enqueued(sent)
-    for job_id in freed:
-        log.warning("exam processing stalled, re-sent", job_id=str(job_id), attempt=attempts[job_id])
+    for ref in freed:
+        log.warning(
+            "exam processing stalled, re-sent",
+            job_id=str(ref.job_id),
+            exam_code=ref.exam_code,
+            step=ref.step,
+            attempt=ref.attempt,
+        )
     if sent:
         log.info("reconciler re-sent jobs", count=len(sent))
     return len(sent)
@@ -82,8 +112,8 @@ async def requeue_unfinished(broker: dramatiq.Broker, engine: AsyncEngine) -> in
             if job.status == "processing":
                 job.heartbeat_at = None
             job.enqueued_at = None
-    ids = [job.job_id for job in jobs]
-    sent = await dispatch(broker, engine, ids) if ids else []
-    if ids:
-        log.info("unfinished jobs picked up again", count=len(sent), of=len(ids))
+    refs = [JobRef.of(job) for job in jobs]
+    sent = await dispatch(broker, engine, refs) if refs else []
+    if refs:
+        log.info("unfinished jobs picked up again", count=len(sent), of=len(refs))
     return len(sent)

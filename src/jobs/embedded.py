@@ -32,6 +32,5 @@ class EmbeddedWorker:
         if self.worker is not None:
             self.worker.stop(timeout=5000)
             self.worker = None
-        self.broker.emit_before("process_stop")
         self.broker.close()
         log.info("embedded worker stopped")

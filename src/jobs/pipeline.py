@@ -126,7 +126,6 @@ class _JobRun:
     async def enter(self, step: Step) -> None:
         if step_index(self.job.current_step) < step_index(step):
             await self.save(lambda job: job.enter_step(step, utcnow()))
-        log.info("exam processing step", step=step, progress=self.job.progress)
         structlog.contextvars.bind_contextvars(step=step)
 
     async def finish_step(self, step: Step) -> None:
@@ -245,28 +244,34 @@ async def _run_steps(run: _JobRun) -> None:
     # Resume at the step the job is in: earlier steps are done and their output is on the row.
     # Validation always runs, since later steps need the exam definition.
     for step in PIPELINE_STEPS:
-        if step != "validating_exam" and step_index(step) < step_index(run.job.current_step):
+        if step_index(step) < step_index(run.job.current_step):
+            if step == "validating_exam":
+                await _validate(run)  # done before, but the later steps need the exam
             continue
         started = time.monotonic()
         await run.enter(step)
         await _STEPS[step](run)
         if step != "finalizing_results":
             await run.finish_step(step)
-        metrics.JOB_STAGE_DURATION.labels(stage=step).observe(time.monotonic() - started)
+        duration = time.monotonic() - started
+        metrics.JOB_STAGE_DURATION.labels(stage=step).observe(duration)
+        log.info("exam processing step", step=step, progress=run.job.progress, duration_seconds=round(duration, 3))
 
 
 async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
     """Run (or resume) one job; raise :class:`RetryLater` when it must run again later."""
     settings = runtime.settings
     async with runtime.sessions() as session:
-        job = await JobService(session=session).claim(job_id, stale_after=settings.job_stale_after)
+        service = JobService(session=session)
+        job = await service.claim(job_id, stale_after=settings.job_stale_after)
         if job is None:
-            log.info("exam processing skipped", job_id=str(job_id), reason="finished, unknown or running elsewhere")
+            await _log_skipped(service, job_id, "finished, unknown or running elsewhere")
             return
         try:
             await session.commit()
         except StaleDataError:
-            log.info("exam processing skipped", job_id=str(job_id), reason="claimed by another worker")
+            await session.rollback()
+            await _log_skipped(service, job_id, "claimed by another worker")
             return
         structlog.contextvars.bind_contextvars(
             job_id=str(job.job_id), exam_code=job.exam_code, attempt=job.attempts, step=job.current_step
@@ -299,6 +304,19 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
             )
 
 
+async def _log_skipped(service: JobService, job_id: UUID, reason: str) -> None:
+    job = await service.get_by_job_id(job_id)
+    log.info(
+        "exam processing skipped",
+        job_id=str(job_id),
+        exam_code=job.exam_code if job else None,
+        step=job.current_step if job else None,
+        attempt=job.attempts if job else None,
+        status=job.status if job else None,
+        reason=reason,
+    )
+
+
 def _describe(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TimeoutError) and not isinstance(exc, TransientJobError):
         return f"attempt stopped after the job time limit of {settings.job_time_limit:g} s"
@@ -308,31 +326,34 @@ def _describe(exc: BaseException, settings: Settings) -> str:
 
 
 async def _on_transient(run: _JobRun, reason: str, retry_after: float | None) -> None:
-    job = run.job
     settings = run.runtime.settings
-    if job.attempts > settings.job_max_retries:
-        message = gettext("job.error.retries_exhausted", "en", attempts=job.attempts, reason=reason)
-        await _on_failure(run, message)
-        return
-    delay = run.runtime.retry_delay(job.attempts, retry_after)
     try:
+        # First put the session back in order: a failed write leaves it unusable.
         if not await run.recover():
             log.warning("exam processing abandoned", reason="job was taken over by another worker")
             return
-        await run.save(lambda j: j.release_for_retry(reason))
     except (OperationalError, DBAPIError, OSError):
         # The database is away: the heartbeat goes stale and the reconciler re-sends the job.
         log.warning("exam processing retry not recorded", error=reason)
+        metrics.JOB_RETRIES.inc()
+        raise RetryLater(run.runtime.retry_delay(1, retry_after)) from None
+    job = run.job
+    if job.attempts > settings.job_max_retries:
+        message = gettext("job.error.retries_exhausted", "en", attempts=job.attempts, reason=reason)
+        await _on_failure(run, message, recovered=True)
+        return
+    delay = run.runtime.retry_delay(job.attempts, retry_after)
+    await run.save(lambda j: j.release_for_retry(reason))
     metrics.JOB_RETRIES.inc()
     log.warning("exam processing retry scheduled", error=reason, retry_in_seconds=round(delay, 2))
     raise RetryLater(delay)
 
 
-async def _on_failure(run: _JobRun, message: str) -> None:
-    job = run.job
-    if not await run.recover():
+async def _on_failure(run: _JobRun, message: str, *, recovered: bool = False) -> None:
+    if not recovered and not await run.recover():
         log.warning("exam processing abandoned", reason="job was taken over by another worker")
         return
+    job = run.job
     await run.save(lambda j: j.mark_failed(message, utcnow()))
     metrics.JOBS_FINISHED.labels(status="failed").inc()
     metrics.JOB_DURATION.observe((utcnow() - job.created_at).total_seconds())

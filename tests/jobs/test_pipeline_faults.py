@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -61,14 +61,38 @@ def log_events(server: ExamsServer, event: str, job_id: str | None = None) -> li
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake_ai_process: FakeAIProcess) -> Iterator[ExamsServer]:
-    """One server with the default test settings (JOB_MAX_RETRIES=2, AI_API_TIMEOUT=3)."""
+    """One server for the module (a start costs seconds): JOB_MAX_RETRIES=2, AI_API_TIMEOUT=5."""
     tmp = tmp_path_factory.mktemp("faults")
-    proc = ExamsServer(base_env(sqlite_url(tmp), fake_ai_process.base_url), tmp / "server.log").prepare().start()
+    env = base_env(sqlite_url(tmp), fake_ai_process.base_url, AI_API_TIMEOUT="5")
+    proc = ExamsServer(env, tmp / "server.log").prepare().start()
     yield proc
     proc.stop()
 
 
 # --- through a real server ------------------------------------------------------------------
+
+
+def test_progress_keeps_moving_during_a_slow_ai_call(server: ExamsServer, fake_ai_http: FakeAIProcess) -> None:
+    fake_ai_http.set_mode("ok", latency=4)
+    final, seen = submit_and_wait(server)
+    assert final["status"] == "completed", final
+    while_waiting = {
+        d["progress"] for d in seen if d["current_step"] == "getting_ai_recommendations" and 20 <= d["progress"] < 90
+    }
+    assert len(while_waiting) >= 3, sorted(while_waiting)
+
+
+def test_an_ai_that_hangs_is_cut_off_at_the_timeout_and_retried(
+    server: ExamsServer, fake_ai_http: FakeAIProcess
+) -> None:
+    fake_ai_http.set_mode("hang", times=1)
+    final, _ = submit_and_wait(server)
+    assert final["status"] == "completed", final
+    assert final["attempts"] == 2
+    assert fake_ai_http.requests() == 2
+    retries = log_events(server, "exam processing retry scheduled", final["job_id"])
+    assert len(retries) == 1, retries
+    assert "timeout" in retries[0]["error"].lower()
 
 
 def test_two_ai_errors_then_success_completes_on_the_third_attempt(
@@ -123,32 +147,6 @@ def test_an_unusable_ai_answer_fails_at_once(server: ExamsServer, fake_ai_http: 
     assert fake_ai_http.requests() == 1
     assert "AI" in final["error_message"]
     assert 20 <= final["progress"] < 90
-
-
-def test_an_ai_that_hangs_times_out_and_fails(
-    make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
-) -> None:
-    server = make_server(AI_API_TIMEOUT="1")
-    fake_ai_http.set_mode("hang")
-    final, _ = submit_and_wait(server)
-    assert final["status"] == "failed", final
-    assert final["attempts"] == 3
-    assert "timeout" in final["error_message"].lower()
-    assert fake_ai_http.requests() == 3
-    assert len(log_events(server, "exam processing retry scheduled", final["job_id"])) == 2
-
-
-def test_progress_keeps_moving_during_a_slow_ai_call(
-    make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
-) -> None:
-    server = make_server(AI_API_TIMEOUT="10")
-    fake_ai_http.set_mode("ok", latency=4)
-    final, seen = submit_and_wait(server)
-    assert final["status"] == "completed", final
-    while_waiting = {
-        d["progress"] for d in seen if d["current_step"] == "getting_ai_recommendations" and 20 <= d["progress"] < 90
-    }
-    assert len(while_waiting) >= 3, sorted(while_waiting)
 
 
 # --- in process: run_job on a real SQLite database --------------------------------------------
@@ -276,9 +274,26 @@ async def test_ai_failures_exhaust_the_retries(runtime: PipelineRuntime, fake_ai
     assert fake_ai_http.requests() == 3
 
 
-async def test_running_a_finished_job_again_does_nothing(
+async def test_an_ai_that_always_hangs_fails_the_job_with_a_timeout(
     runtime: PipelineRuntime, fake_ai_http: FakeAIProcess
 ) -> None:
+    settings = runtime.settings.with_overrides(ai_api_timeout=1.0)
+    async with AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=1.0) as ai:
+        quick = PipelineRuntime(settings=settings, engine=runtime.engine, ai=ai)
+        fake_ai_http.set_mode("hang")
+        job_id = await submit(quick)
+        for _ in range(2):
+            with pytest.raises(RetryLater):
+                await run_job(quick, job_id)
+        await run_job(quick, job_id)
+    job = await load(runtime, job_id)
+    assert (job.status, job.attempts, job.failed_step) == ("failed", 3, "getting_ai_recommendations")
+    assert "timeout" in (job.error_message or "").lower()
+    assert "3 attempts" in (job.error_message or "")
+    assert fake_ai_http.requests() == 3
+
+
+async def test_running_a_finished_job_again_does_nothing(runtime: PipelineRuntime, fake_ai_http: FakeAIProcess) -> None:
     job_id = await submit(runtime)
     await run_job(runtime, job_id)
     done = await load(runtime, job_id)

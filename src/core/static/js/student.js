@@ -66,7 +66,18 @@
     return text.replace(/\{(\w+)\}/g, (match, name) => (Object.hasOwn(params, name) ? String(params[name]) : match));
   }
 
+  /** Like t(), but placeholders may be DOM nodes (e.g. a <bdi> isolating "6 / 8" inside Arabic). */
+  function tNodes(key, params) {
+    const text = Object.hasOwn(MESSAGES, key) ? MESSAGES[key] : key;
+    return text.split(/(\{\w+\})/).filter(Boolean).map((part) => {
+      const name = part.startsWith("{") && part.endsWith("}") ? part.slice(1, -1) : null;
+      return name !== null && Object.hasOwn(params, name) ? params[name] : part;
+    });
+  }
+
   const num = (value) => NUMBER.format(Number(value));
+  /** "a / b" as a left-to-right island, so right-to-left text never shows it as "b / a". */
+  const fraction = (a, b) => h("bdi", { dir: "ltr" }, `${num(a)} / ${num(b)}`);
 
   function topicLabel(topic) {
     const key = `page.topic.${topic}`;
@@ -671,7 +682,7 @@
             h("span", { class: "question-result__text" },
               h("strong", {}, label),
               info ? h("span", { class: "question-result__prompt" }, bidi(info.prompt)) : null),
-            h("span", { class: "question-result__points", dir: "ltr" }, t("page.result.awarded", { awarded: num(q.awarded), max: num(q.max) })),
+            h("span", { class: "question-result__points" }, tNodes("page.result.awarded", { fraction: fraction(q.awarded, q.max) })),
             h("span", { class: `badge ${q.correct ? "badge--success" : "badge--danger"}` }, t(q.correct ? "page.result.correct" : "page.result.incorrect")));
         })));
 
