@@ -34,9 +34,9 @@ case $role in
 esac
 
 if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ] && [ -f .env ]; then
-    # Last `PROMETHEUS_MULTIPROC_DIR=…` line of .env (optionally `export`ed, optionally quoted).
-    PROMETHEUS_MULTIPROC_DIR=$(sed -n 's/^[[:space:]]*\(export[[:space:]][[:space:]]*\)\{0,1\}PROMETHEUS_MULTIPROC_DIR[[:space:]]*=[[:space:]]*//p' .env |
-        tail -n 1 | sed 's/[[:space:]]*$//; s/^"\(.*\)"$/\1/; s/^'"'"'\(.*\)'"'"'$/\1/')
+    # Read .env with the parser the product's settings use (python-dotenv), quotes and all.
+    PROMETHEUS_MULTIPROC_DIR=$("$EXAMS_HOME/.venv/bin/python" -c \
+        'from dotenv import dotenv_values; print(dotenv_values(".env").get("PROMETHEUS_MULTIPROC_DIR") or "")')
 fi
 PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$EXAMS_HOME/var/prometheus}
 export PROMETHEUS_MULTIPROC_DIR

@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "localises every human-readable string."
             ),
             path="/api/documentation",
+            use_handler_docstrings=True,
             components=Components(),
             render_plugins=[
                 SwaggerRenderPlugin(

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -70,4 +71,9 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     else:
         registry.register(_ProcessCollector())
     registry.register(SnapshotCollector(snapshot))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    # The 0.0.4 text format every Prometheus version parses; set as a header so that Litestar does
+    # not append a second charset parameter.
+    return Response(
+        generate_latest(registry),
+        headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"},
+    )

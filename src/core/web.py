@@ -8,13 +8,12 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.errors import (
     AppError,
     ClientError,
-    MalformedRequestError,
     NotFoundError,
     PayloadTooLargeError,
     ProblemDocument,
@@ -62,7 +61,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     elif isinstance(exc, NotFoundException) or exc.status_code == 404:
         mapped = NotFoundError()
     elif exc.status_code == 400:
-        mapped = MalformedRequestError()
+        mapped = ClientError()
     else:
         locale = request_locale(request)
         slug = {
@@ -82,8 +81,21 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _app_error(request, mapped)
 
 
+def _is_connection_problem(exc: Exception) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, ConnectionError | OSError)
+    return False
+
+
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.error("database unavailable", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    summary = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    if not _is_connection_problem(exc):
+        # The database answered and refused the statement: our bug, not an outage.
+        log.error("database refused a statement", error=summary, path=request.url.path)
+        return _app_error(request, AppError())
+    log.error("database unavailable", error=summary)
     return _app_error(request, ServiceUnavailableError("problem.unavailable.database"))
 
 

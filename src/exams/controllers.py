@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +21,7 @@ from litestar.types import SSEData
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import metrics
-from core.errors import MalformedRequestError, NotFoundError
+from core.errors import MalformedRequestError, NotFoundError, ValidationFailedError
 from core.web import request_locale
 from exams.catalog_cache import ExamCache
 from exams.schemas import ExamDetail, ExamList, ExamSummary, QuestionPublic, StatusDocument
@@ -75,6 +76,19 @@ def _parse_job_id(raw: str) -> UUID:
         raise NotFoundError("problem.not_found.job", job_id=raw[:64]) from None
 
 
+def _idempotency_key(raw: str | None) -> str | None:
+    """The key without the quotes of a structured-field string; 422 when unusable."""
+    if raw is None:
+        return None
+    key = raw.strip().strip('"')
+    if not key:
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ValidationFailedError([("Idempotency-Key", "validation.idempotency_key", {"max": MAX_IDEMPOTENCY_KEY})])
+    return key
+
+
+@dataclass
 class _SubmitOperation(Operation):
     """Documents the JSON body the submit handler reads itself (it parses and checks by hand
     so that malformed JSON is 400 and a wrong shape is 422 with localised field errors)."""
@@ -129,8 +143,10 @@ class ExamResultsController(Controller):
         idempotency_key: str | None = Parameter(
             header="Idempotency-Key",
             required=False,
-            max_length=MAX_IDEMPOTENCY_KEY,
-            description="Same key and body: the same job again. Same key, other body: 422.",
+            description=(
+                "Up to 255 printable characters (a UUID is best). Same key and body: the same job again. "
+                "Same key, other body: 422."
+            ),
         ),
     ) -> Response[StatusDocument]:
         """Store the submission and queue it; answers 202 at once with the job's status document."""
@@ -138,14 +154,15 @@ class ExamResultsController(Controller):
         body = await request.body()
         try:
             data = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise MalformedRequestError from None
-        key = idempotency_key.strip().strip('"') if idempotency_key else None
-        submission = check_shape(data, locale, key or None)
+        submission = check_shape(data, locale, _idempotency_key(idempotency_key))
         exam = await ExamCache.get(request.app, db_session, submission.exam_code)
         check_against_exam(submission, exam)
         job, created = await JobService(session=db_session).submit(submission)
-        structlog.contextvars.bind_contextvars(job_id=str(job.job_id), exam_code=job.exam_code)
+        structlog.contextvars.bind_contextvars(
+            job_id=str(job.job_id), exam_code=job.exam_code, step=job.current_step, attempt=job.attempts
+        )
         background = None
         if created:
             metrics.JOBS_SUBMITTED.inc()
@@ -261,7 +278,7 @@ class ExamsController(Controller):
     ) -> ExamDetail:
         """The exam's questions with prompts in the request's language and no correct answers."""
         locale = request_locale(request)
-        exam = await ExamService(session=db_session).get_definition(code)
+        exam = await ExamService(session=db_session).get_definition(code) if code.isprintable() else None
         if exam is None:
             raise NotFoundError("problem.not_found.exam", code=code[:64])
         return ExamDetail(

@@ -28,7 +28,21 @@ def _string_field(
     if len(value) > max_length:
         errors.append((name, "validation.too_long", {"max": max_length}))
         return ""
+    if not _printable_text(value):
+        errors.append((name, "validation.invalid_characters", {}))
+        return ""
     return value.strip()
+
+
+def _printable_text(value: object) -> bool:
+    """No NUL or other control characters in any string (keys included); tabs and newlines are fine."""
+    if isinstance(value, str):
+        return not any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value)
+    if isinstance(value, dict):
+        return all(_printable_text(k) and _printable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_printable_text(item) for item in value)
+    return True
 
 
 def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submission:
@@ -48,6 +62,8 @@ def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submi
     if errors:
         raise ValidationFailedError(errors)
     assert isinstance(answers, dict)
+    if not _printable_text(answers):
+        raise ValidationFailedError([("answers", "validation.invalid_characters", {})])
     return Submission(
         exam_code=exam_code,
         student_id=student_id,

@@ -178,9 +178,18 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
     started = time.monotonic()
     start_progress = run.job.progress
 
+    stop = asyncio.Event()
+
     async def tick() -> None:
+        # Stopped by an event, never cancelled: a cancel landing inside a commit would leave
+        # the shared session unusable for the steps after this one.
         while True:
-            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+            except TimeoutError:
+                pass
+            else:
+                return
             value = ai_wait_progress(
                 time.monotonic() - started,
                 runtime.expected_ai_seconds,
@@ -197,8 +206,13 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
     except AIPermanentError as exc:
         raise PermanentJobError(f"AI answer unusable: {exc}") from exc
     finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+        stop.set()
+        # If this attempt itself is being cancelled (time limit), the ticker must not outlive it.
+        try:
+            await asyncio.shield(ticker)
+        except asyncio.CancelledError:
+            ticker.cancel()
+            raise
     runtime.observe_ai_seconds(time.monotonic() - started)
     return list(items)
 

@@ -17,12 +17,12 @@ from uuid import UUID
 
 import pytest
 from click.testing import CliRunner, Result
-from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, run_exams, sqlite_url
 
 from core.cli import main
 from core.db import create_engine, run_migrations, session_scope
 from core.settings import get_settings, load_settings
 from jobs.models import ExamProcessingJob, utcnow
+from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, run_exams, sqlite_url
 
 
 def cli(args: list[str], env: dict[str, str], ok: bool = True) -> Result:
@@ -130,7 +130,7 @@ def test_catalog_load_and_replace(env: dict[str, str], tmp_path: Path) -> None:
     math = next(e for e in json.loads(SAMPLE_CATALOG.read_text()) if e["code"] == "MATH-101")
     changed = tmp_path / "math.json"
     changed.write_text(json.dumps({**math, "title": {"en": "Algebra, revised", "ar": "الجبر"}}))  # one object
-    second = run_exams(["catalog", "load", str(changed)], env)
+    second = cli(["catalog", "load", str(changed)], env)
     assert "0 new, 1 replaced" in second.stdout
     titles = exam_titles(env)
     assert titles["MATH-101"]["en"] == "Algebra, revised"

@@ -223,7 +223,7 @@ def test_scrape_answers_when_the_broker_is_unreachable(tmp_path: Path) -> None:
     env = base_env(
         sqlite_url(tmp_path), "http://127.0.0.1:9/v1", QUEUE_CONNECTION="redis", REDIS_URL="redis://127.0.0.1:1/0"
     )
-    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     server = ExamsServer(env, tmp_path / "server.log")
     run_exams(["migrate"], env)
     server.start()
@@ -305,14 +305,6 @@ def test_worker_process_metrics_reach_the_web_metrics(redis_stack: RedisStack, f
     assert len({name.rsplit("_", 1)[-1] for name in files}) >= 2, f"expected web and worker files: {files}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product gap: Dramatiq's exporter (dramatiq_prom_port, 9191) serves an empty page: "
-        "dramatiq_prom_db is set in worker processes only (src/jobs/broker.py), not in Dramatiq's "
-        "master process whose fork runs the exporter, so it reads /tmp/dramatiq-prometheus"
-    ),
-)
 def test_dramatiq_exporter_serves_the_shared_metrics(redis_stack: RedisStack) -> None:
     exporter = httpx.get(f"http://127.0.0.1:{redis_stack.exporter_port}/metrics", timeout=10)
     assert exporter.status_code == 200
@@ -346,14 +338,6 @@ def test_worker_job_log_lines_carry_the_job_context(redis_stack: RedisStack, fak
             assert all(field in record for field in ("exam_code", "step", "attempt")), record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product gap: Dramatiq's master and fork processes of `exams worker` log with Dramatiq's "
-        "own plain-text format (e.g. \"Dramatiq '2.2.1' is booting up.\"); only worker processes "
-        "use the structlog JSON configuration"
-    ),
-)
 def test_every_worker_log_line_is_json(redis_stack: RedisStack) -> None:
     lines, records = _worker_log_records(redis_stack)
     assert lines

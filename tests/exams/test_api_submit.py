@@ -7,6 +7,7 @@ every error path as a problem document (in English and Arabic), hostile input an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -123,6 +124,16 @@ def job_count(server: ExamsServer) -> int:
     path = server.env["DATABASE_URL"].split(":///", 1)[1]
     with sqlite3.connect(path, timeout=30) as conn:
         return int(conn.execute("SELECT count(*) FROM exam_processing_jobs").fetchone()[0])
+
+
+async def pg_job_count(database_url: str) -> int:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM exam_processing_jobs"))
+    finally:
+        await conn.close()
 
 
 def math_101() -> ExamDefinition:
@@ -601,29 +612,50 @@ def test_same_key_other_body_is_422(server_session: ExamsServer) -> None:
     assert ar["title"] != doc["title"]
 
 
-def test_concurrent_requests_with_the_same_key_make_one_job(server_session: ExamsServer) -> None:
-    key = f"key-{uuid.uuid4()}"
-    before = job_count(server_session)
-    barrier = threading.Barrier(10)
+def concurrent_submissions(server: ExamsServer, key: str, count: int = 10) -> list[httpx.Response]:
+    """``count`` identical submissions with ``key``, released at the same instant."""
+    barrier = threading.Barrier(count)
     responses: list[httpx.Response] = []
     lock = threading.Lock()
 
     def send() -> None:
         barrier.wait(timeout=30)
-        response = post_json(server_session, submission(), {"Idempotency-Key": key})
+        response = post_json(server, submission(), {"Idempotency-Key": key})
         with lock:
             responses.append(response)
 
-    threads = [threading.Thread(target=send) for _ in range(10)]
+    threads = [threading.Thread(target=send) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert len(responses) == count
+    return responses
 
-    assert len(responses) == 10
+
+def test_concurrent_requests_with_the_same_key_make_one_job(server_session: ExamsServer) -> None:
+    before = job_count(server_session)
+
+    responses = concurrent_submissions(server_session, f"key-{uuid.uuid4()}")
+
     assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses if r.status_code != 202]
     assert len({r.json()["job_id"] for r in responses}) == 1
     assert job_count(server_session) == before + 1
+
+
+def test_concurrent_requests_with_the_same_key_on_postgresql(
+    make_server: Callable[..., ExamsServer], pg_url: str
+) -> None:
+    server = make_server(DATABASE_URL=pg_url, AI_API_ENABLED="false")
+
+    responses = concurrent_submissions(server, f"key-{uuid.uuid4()}")
+
+    assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses if r.status_code != 202]
+    job_ids = {r.json()["job_id"] for r in responses}
+    assert len(job_ids) == 1
+    assert asyncio.run(pg_job_count(pg_url)) == 1
+    final, _ = server.wait_final(job_ids.pop())
+    assert final["status"] == "completed", final
 
 
 def test_different_keys_make_different_jobs(server_session: ExamsServer) -> None:

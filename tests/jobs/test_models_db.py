@@ -19,9 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.schema import CreateTable
-from support import MATH_ANSWERS, sqlite_url
 
-import core.cli  # before jobs.cli: importing jobs.cli first fails (see test_jobs_cli_imports_alone)
+import core.cli  # noqa: F401  (before jobs.cli: importing that first fails, see test_jobs_cli_imports_alone)
 import exams.models
 import jobs.cli
 from core.db import create_engine, run_migrations, session_scope
@@ -30,6 +29,7 @@ from core.settings import Settings, load_settings
 from jobs.cli import cleanup_finished
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import JobService, Submission
+from support import MATH_ANSWERS, sqlite_url
 
 assert exams.models  # registers the exams table on the shared metadata
 

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, sqlite_url
 
 from ai_client import AIClient
 from core.db import create_engine, run_migrations, session_scope
@@ -26,6 +25,7 @@ from jobs.models import ExamProcessingJob
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 from jobs.progress import step_index
 from jobs.services import JobService, Submission
+from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, sqlite_url
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -53,9 +53,9 @@ def log_events(server: ExamsServer, event: str, job_id: str | None = None) -> li
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("event") == event:
-            if job_id is None or record.get("job_id") == job_id:
-                found.append(record)
+        wanted = isinstance(record, dict) and record.get("event") == event
+        if wanted and (job_id is None or record.get("job_id") == job_id):
+            found.append(record)
     return found
 
 

@@ -133,15 +133,16 @@ def test_database_down_submit_is_503_and_a_worker_cut_off_mid_job_finishes(stack
     assert accepted.status_code == 202, accepted.text
     first_job = accepted.json()["job_id"]
 
-    # The database goes away while a worker waits for the AI, and comes back.
+    # The database blinks while a worker waits for the AI (its progress writes fail), and is back
+    # before the answer arrives.
     assert _wait_final(direct, first_job, timeout=30)["status"] == "completed"
-    ai.set_timing(latency=2.0)
+    ai.set_timing(latency=5.0)
     response = server.submit()
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     _wait_step(direct, job_id, "getting_ai_recommendations")
     database.cut()
-    time.sleep(4)
+    time.sleep(2.5)
     database.restore()
     ai.set_timing(latency=0.2)
     final = _wait_final(direct, job_id, timeout=60)
@@ -169,6 +170,7 @@ def test_worker_process_killed_mid_job_job_runs_again_and_completes_once(stack: 
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     _wait_step(database, job_id, "getting_ai_recommendations")
+    wait_until(lambda: ai.requests() == 1, 10, "the AI request to be under way")
 
     (child,) = first.worker_pids()
     os.kill(child, signal.SIGKILL)  # the OOM killer's way
@@ -197,7 +199,7 @@ def test_attempt_over_the_time_limit_is_stopped_retried_then_failed(stack: Stack
         REDIS_URL=redis.url,
         JOB_TIME_LIMIT="3",
         AI_API_TIMEOUT="60",
-        JOB_MAX_RETRIES="2",
+        JOB_MAX_RETRIES="1",
     )
     stack.prepare(env)
     worker = stack.worker(env, wait=False)
@@ -211,11 +213,11 @@ def test_attempt_over_the_time_limit_is_stopped_retried_then_failed(stack: Stack
     final, _ = server.wait_final(job_id, timeout=90)
 
     assert final["status"] == "failed", final
-    assert final["attempts"] == 3  # JOB_MAX_RETRIES + 1
+    assert final["attempts"] == 2  # JOB_MAX_RETRIES + 1
     assert "time limit" in final["error_message"], final["error_message"]
     records = stack.worker_records()
     retries = [r for r in records if r.get("event") == "exam processing retry scheduled"]
-    assert len(retries) == 2
+    assert len(retries) == 1
     assert all("time limit" in r["error"] for r in retries)
     assert count_events(records, "exam processing failed") == {job_id: 1}
-    assert ai.requests() == 3
+    assert ai.requests() == 2

@@ -87,7 +87,7 @@ def test_step_index_follows_the_pipeline_order() -> None:
     assert [step_index(s) for s in order] == list(range(6))
     assert step_index("failed") > step_index("completed")
     assert list(PIPELINE_STEPS) == order[1:5]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not in"):
         step_index("sleeping")
 
 

@@ -15,9 +15,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from support import ExamsServer, FakeAIProcess, base_env, sqlite_url
 
 from jobs.progress import step_index
+from support import ExamsServer, FakeAIProcess, base_env, sqlite_url
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ PostgreSQL and Redis are required: these tests fail, never skip, when either is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,6 @@ BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("TEST_SUPERVISOR_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKER = "exams-worker:exams-worker_00"
 PROGRAMS = ("exams-web", WORKER, "exams-scheduler")
-AI_LATENCY = float(os.environ.get("TEST_AI_LATENCY", "3.0"))
 
 
 def _proc_ppid(pid: int) -> int | None:
@@ -130,6 +130,7 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         out = result.stdout + result.stderr
         if check and result.returncode != 0:
@@ -218,10 +219,8 @@ class Stack:
 def _kill_strays(marker: str) -> None:
     for pid in _pids_with_env(marker):
         if pid != os.getpid():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +228,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("supervisor")
     (tmp / "log").mkdir()
     redis.Redis.from_url(REDIS_URL).flushdb()  # fails (never skips) when Redis is down
-    fake_ai = FakeAIProcess(tmp / "fake-ai.log", latency=AI_LATENCY).start()
+    fake_ai = FakeAIProcess(tmp / "fake-ai.log", latency=3.0)
+    fake_ai.start()
     marker = uuid.uuid4().hex
     port = free_port()
     supervisord: subprocess.Popen[bytes] | None = None
@@ -252,6 +252,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "dramatiq_prom_port": str(free_port()),
                 "EXAMS_SUPERVISOR_TEST": marker,
             }
+            # Left by an earlier run of the set: a cold start must wipe it.
+            (tmp / "prometheus" / ".pids").mkdir(parents=True)
+            (tmp / "prometheus" / "counter_4194999.db").write_bytes(b"\0" * 64)
+            (tmp / "prometheus" / ".pids" / "4194999").touch()
             run_exams(["migrate"], env)
             run_exams(["catalog", "load", str(SAMPLE_CATALOG)], env)
             (tmp / "exams.conf").write_text(render_conf(port, tmp / "log"))
@@ -316,9 +320,14 @@ def _ready(base_url: str) -> bool:
 def test_three_programs_run_and_jobs_complete(stack: Stack) -> None:
     states = stack.states()
     assert {name: states[name][0] for name in PROGRAMS} == dict.fromkeys(PROGRAMS, "RUNNING")
+    # exams-run.sh wiped the metrics directory when the whole set started.
+    assert not (stack.tmp / "prometheus" / "counter_4194999.db").exists()
     master = stack.worker_pid()
     assert master is not None
-    assert _proc_cmdline(master)[1:4] == ["-m", "dramatiq", "jobs.worker_main"], "exams worker must exec Dramatiq"
+    # `exams worker` execs Dramatiq's master: supervisor's pid and signals are Dramatiq's own.
+    cmdline = _proc_cmdline(master)
+    assert Path(cmdline[0]).name.startswith("python"), cmdline
+    assert "jobs.worker_main" in cmdline, cmdline
     wait_for("2 worker processes (--processes 2 in exams.conf)", lambda: len(worker_children(master)) == 2, 30)
 
     job_ids = [stack.submit() for _ in range(3)]
@@ -342,9 +351,11 @@ def test_restart_worker_group_lets_the_running_job_finish(stack: Stack) -> None:
     started = time.monotonic()
     out = stack.ctl("restart", "exams-worker:*")
     restarted = time.monotonic() - started
-    assert f"{WORKER}: stopped" in out and f"{WORKER}: started" in out, out
+    assert f"{WORKER}: stopped" in out, out
+    assert f"{WORKER}: started" in out, out
     new_master = stack.worker_pid()
-    assert new_master is not None and new_master != master
+    assert new_master is not None
+    assert new_master != master
 
     doc = stack.wait_final(job_id)
     print(f"restart exams-worker:* took {restarted:.1f} s; job final {time.monotonic() - started:.1f} s after it began")
