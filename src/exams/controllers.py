@@ -27,7 +27,7 @@ from exams.catalog_cache import ExamCache
 from exams.schemas import ExamDetail, ExamList, ExamSummary, QuestionPublic, StatusDocument
 from exams.services import ExamService
 from exams.submissions import check_against_exam, check_shape
-from i18n import gettext
+from i18n import gettext, localized
 from jobs.dispatch import JobRef, dispatch
 from jobs.models import ExamProcessingJob
 from jobs.services import JobService
@@ -69,11 +69,16 @@ def _headers(job: ExamProcessingJob, locale: str) -> dict[str, str]:
     return headers
 
 
-def _parse_job_id(raw: str) -> UUID:
+async def _find_job(session: AsyncSession, raw_id: str) -> ExamProcessingJob:
+    """The job with this id; 404 for an unknown or malformed id."""
     try:
-        return UUID(raw)
+        job_id = UUID(raw_id)
     except ValueError:
-        raise NotFoundError("problem.not_found.job", job_id=raw[:64]) from None
+        job_id = None
+    job = await JobService(session=session).get_by_job_id(job_id) if job_id else None
+    if job is None:
+        raise NotFoundError("problem.not_found.job", job_id=raw_id[:64])
+    return job
 
 
 def _idempotency_key(raw: str | None) -> str | None:
@@ -187,9 +192,7 @@ class ExamResultsController(Controller):
     ) -> Response[StatusDocument]:
         """Progress, current step, and the result or error once final; `Retry-After: 2` until then."""
         locale = request_locale(request)
-        job = await JobService(session=db_session).get_by_job_id(_parse_job_id(job_id))
-        if job is None:
-            raise NotFoundError("problem.not_found.job", job_id=job_id[:64])
+        job = await _find_job(db_session, job_id)
         return Response(status_document(job, locale), headers=_headers(job, locale))
 
     @get(
@@ -207,10 +210,8 @@ class ExamResultsController(Controller):
     ) -> ServerSentEvent:
         """`progress` events (the status document) on every change, then `completed` or `failed`, then the end."""
         locale = request_locale(request)
-        uid = _parse_job_id(job_id)
-        job = await JobService(session=db_session).get_by_job_id(uid)
-        if job is None:
-            raise NotFoundError("problem.not_found.job", job_id=job_id[:64])
+        job = await _find_job(db_session, job_id)
+        uid = job.job_id
         first = status_document(job, locale)
         maker = request.app.state.session_maker
 
@@ -260,7 +261,7 @@ class ExamsController(Controller):
             items=[
                 ExamSummary(
                     code=row.code,
-                    title=row.title.get(locale) or row.title.get("en") or row.code,
+                    title=localized(row.title, locale, row.code),
                     question_count=row.question_count,
                     status=row.status,  # type: ignore[arg-type]
                     pass_percentage=row.pass_percentage,
@@ -283,7 +284,7 @@ class ExamsController(Controller):
             raise NotFoundError("problem.not_found.exam", code=code[:64])
         return ExamDetail(
             code=exam.code,
-            title=exam.title.get(locale) or exam.title.get("en") or exam.code,
+            title=localized(exam.title, locale, exam.code),
             status=exam.status,
             pass_percentage=exam.pass_percentage,
             questions=[
@@ -292,7 +293,7 @@ class ExamsController(Controller):
                     topic=q.topic,
                     type=q.type,
                     points=q.points,
-                    prompt=q.prompt.get(locale) or q.prompt.get("en") or "",
+                    prompt=localized(q.prompt, locale, ""),
                     options=q.options,
                     tolerance=q.tolerance if q.type == "numeric" else None,
                 )

@@ -15,6 +15,7 @@ from i18n._catalog import (
     current_locale,
     direction,
     gettext,
+    localized,
     negotiate,
     set_locale,
 )
@@ -27,6 +28,7 @@ __all__ = (
     "current_locale",
     "direction",
     "gettext",
+    "localized",
     "negotiate",
     "set_locale",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ __all__ = (
     "current_locale",
     "direction",
     "gettext",
+    "localized",
     "negotiate",
     "set_locale",
 )
@@ -120,3 +122,8 @@ def gettext(key: str, locale: str | None = None, /, **params: Any) -> str:
         except (KeyError, IndexError, ValueError):
             return text
     return text
+
+
+def localized(texts: Mapping[str, str], locale: str, default: str = "") -> str:
+    """Pick from content given per language (exam titles, prompts): ``locale``, else English, else ``default``."""
+    return texts.get(locale) or texts.get(DEFAULT_LOCALE) or default

@@ -45,6 +45,10 @@ class JobRef(NamedTuple):
         """The reference of a loaded job."""
         return cls(job.job_id, job.exam_code, job.current_step, job.attempts)
 
+    def log_fields(self) -> dict[str, object]:
+        """The fields every log line of a job carries."""
+        return {"job_id": str(self.job_id), "exam_code": self.exam_code, "step": self.step, "attempt": self.attempt}
+
 
 def _send_all(broker: dramatiq.Broker, jobs: Sequence[JobRef]) -> list[UUID]:
     sent: list[UUID] = []
@@ -52,14 +56,7 @@ def _send_all(broker: dramatiq.Broker, jobs: Sequence[JobRef]) -> list[UUID]:
         try:
             send_job(broker, ref.job_id)
         except Exception as exc:  # noqa: BLE001  (any broker failure: keep the row for the reconciler)
-            log.warning(
-                "exam processing enqueue failed",
-                job_id=str(ref.job_id),
-                exam_code=ref.exam_code,
-                step=ref.step,
-                attempt=ref.attempt,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            log.warning("exam processing enqueue failed", **ref.log_fields(), error=f"{type(exc).__name__}: {exc}")
             break
         sent.append(ref.job_id)
     return sent
@@ -92,13 +89,7 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
         async with session_scope(engine) as session:
             await JobService(session=session).mark_enqueued(sent)
     for ref in freed:
-        log.warning(
-            "exam processing stalled, re-sent",
-            job_id=str(ref.job_id),
-            exam_code=ref.exam_code,
-            step=ref.step,
-            attempt=ref.attempt,
-        )
+        log.warning("exam processing stalled, re-sent", **ref.log_fields())
     if sent:
         log.info("reconciler re-sent jobs", count=len(sent))
     return len(sent)

@@ -35,7 +35,7 @@ from core.settings import Settings
 from exams.definitions import ExamDefinition, Grading
 from exams.grading import grade, validate_answers
 from exams.services import ExamService
-from i18n import gettext
+from i18n import gettext, localized
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.progress import PIPELINE_STEPS, STEP_RANGES, Step, ai_wait_progress, step_index
 from jobs.services import JobService
@@ -161,7 +161,7 @@ async def _recommend(run: _JobRun) -> None:
         return
     assert run.exam is not None
     grading = msgspec.convert(job.grading, Grading)
-    title = run.exam.title.get(job.locale) or run.exam.title.get("en") or run.exam.code
+    title = localized(run.exam.title, job.locale, run.exam.code)
     request = RecommendationRequest(exam_code=job.exam_code, exam_title=title, locale=job.locale, grading=grading)
     runtime = run.runtime
     if runtime.ai is None:
