@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from core.settings import Settings, SettingsError, get_settings
+from core.commands import load_settings_or_exit as _settings
+from core.commands import run_async as _run
+from core.settings import Settings
 
-__all__ = ("load_settings_or_exit", "main", "run_async")
+__all__ = ("main",)
 
-T = TypeVar("T")
-from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG  # noqa: E402
-
-
-def load_settings_or_exit() -> Settings:
-    """Read the settings, or print the one bad setting and exit 2."""
-    return _settings()
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        click.echo(f"exams: bad setting: {exc}", err=True)
-        sys.exit(2)
-
-
-def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run one coroutine to completion from a command."""
-    return asyncio.run(factory())  # type: ignore[arg-type]
-
-
-_run = run_async
+from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,7 @@ import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.cli import load_settings_or_exit, run_async
+from core.commands import load_settings_or_exit, run_async
 from core.db import create_engine, session_scope
 from core.settings import Settings
 from jobs.leader import LeaderLock

@@ -5,6 +5,7 @@ Pure functions only, so the rules that clients depend on are easy to test.
 
 from __future__ import annotations
 
+import math
 from typing import Final, Literal
 
 __all__ = (
@@ -66,17 +67,19 @@ def is_forward(current: str, new: str) -> bool:
 def ai_wait_progress(elapsed: float, expected: float, timeout: float, start: int) -> int:
     """Progress to show ``elapsed`` seconds into the AI call.
 
-    The bar moves from ``start`` (at least 20) to 80 over the expected duration, then crawls on
-    to 89 until the request times out, so it keeps moving for the whole wait and never
-    claims the call is done (90 belongs to finalizing).
+    The bar climbs from ``start`` (at least 20) to a knee at the expected duration, then on
+    towards 89 until the request times out, never claiming the call is done (90 belongs to
+    finalizing). The knee is 80, lowered when needed so that the tail still gains a point at
+    least every 2 s (SPEC: progress keeps moving while waiting).
     """
     low, high = STEP_RANGES["getting_ai_recommendations"]
-    start = min(max(start, low), high - 1)
-    knee = max(start, 80)
+    top = high - 1
+    start = min(max(start, low), top)
     expected = max(expected, 0.001)
+    tail_seconds = max(timeout - expected, 0.001)
+    knee = max(start, min(80, top - math.ceil(tail_seconds / 2)))
     if elapsed <= expected:
         value = start + (knee - start) * (elapsed / expected)
     else:
-        tail = max(timeout - expected, 0.001)
-        value = knee + (high - 1 - knee) * min((elapsed - expected) / tail, 1.0)
-    return int(min(max(value, start), high - 1))
+        value = knee + (top - knee) * min((elapsed - expected) / tail_seconds, 1.0)
+    return int(min(max(value, start), top))

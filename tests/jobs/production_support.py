@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from support import (
+    EXAMS,
     MATH_ANSWERS,
     RABBITMQ_URL,
     SAMPLE_CATALOG,
@@ -338,7 +339,8 @@ def _children(pid: int) -> list[int]:
 
 
 class Worker(Process):
-    """``exams worker --processes N --threads M`` (Dramatiq's master and its worker processes)."""
+    """``exams worker --processes N --threads M``: Dramatiq's master and its worker processes, in a
+    process group of their own so that nothing outlives the test, whatever the master does."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, processes: int = 1, threads: int = 8) -> None:
         super().__init__(
@@ -347,7 +349,14 @@ class Worker(Process):
         self.processes = processes
 
     def start(self, wait: bool = True) -> Worker:
-        super().start(wait=False)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [EXAMS, *self.args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if wait:
             self.wait_booted()
         return self
@@ -366,21 +375,18 @@ class Worker(Process):
     def worker_pids(self) -> list[int]:
         """Pids of Dramatiq's worker processes (children of the master, which ``exams worker`` became)."""
         assert self.proc is not None
-        return [pid for pid in _children(self.proc.pid) if "worker_main" in _cmdline(pid)]
+        return _children(self.proc.pid)
+
+    def kill_group(self) -> None:
+        """SIGKILL the master and every process it started."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        pids = self.worker_pids() if self.proc is not None and self.proc.poll() is None else []
         super().stop(sig, timeout)
-        for pid in pids:  # nothing may outlive the test
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        self.kill_group()  # whatever is left of the group
 
 
 class Scheduler(Process):
@@ -441,15 +447,12 @@ class Stack:
     def stop_processes(self) -> None:
         """Kill every product process (their graceful shutdown is not under test here, and the
         database, Redis and virtual host they used are thrown away next)."""
-        running = [p for p in reversed(self.processes) if p.proc is not None and p.proc.poll() is None]
-        pids = [pid for p in running if isinstance(p, Worker) for pid in p.worker_pids()]
-        pids += [p.proc.pid for p in running if p.proc is not None]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for process in running:
-            assert process.proc is not None
-            process.proc.wait(10)
+        for process in reversed(self.processes):
+            if isinstance(process, Worker):
+                process.kill_group()  # also when its master already died
+            elif process.proc is not None and process.proc.poll() is None:
+                process.proc.kill()
+                process.proc.wait(10)
 
     def _log(self, name: str) -> Path:
         return self.tmp / f"{name}-{len(list(self.tmp.glob(name + '-*.log')))}.log"

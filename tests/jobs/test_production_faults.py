@@ -7,11 +7,14 @@ are made with a :class:`~production_support.TcpProxy` cut between the product an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +38,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
 
 
-def _job(database_url: str, job_id: str) -> dict[str, object]:
+def _job(database_url: str, job_id: str) -> dict[str, Any]:
     rows = db_rows(database_url, "SELECT * FROM exam_processing_jobs WHERE job_id = $1::uuid", job_id)
     assert len(rows) == 1, rows
     return rows[0]
@@ -45,8 +48,8 @@ def _wait_step(database_url: str, job_id: str, step: str, timeout: float = 30) -
     wait_until(lambda: _job(database_url, job_id)["current_step"] == step, timeout, f"job {job_id} in {step}")
 
 
-def _wait_final(database_url: str, job_id: str, timeout: float) -> dict[str, object]:
-    def final() -> dict[str, object] | None:
+def _wait_final(database_url: str, job_id: str, timeout: float) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
         job = _job(database_url, job_id)
         return job if job["status"] in ("completed", "failed") else None
 
@@ -127,7 +130,7 @@ def test_database_down_submit_is_503_and_a_worker_cut_off_mid_job_finishes(stack
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "down", "broker": "ok"}
     query = "SELECT count(*) AS n FROM exam_processing_jobs WHERE student_id = $1"
-    assert db_rows(direct, query, "s-pg-down") == [{"n": 0}]
+    assert db_rows(direct, "SELECT count(*) AS n FROM exam_processing_jobs") == [{"n": 0}]
     # The key was not burnt: sent again once the database is back, it creates the job.
     accepted = httpx.post(f"{server.base_url}/api/exam-results/process", json=body, headers=key, timeout=30)
     assert accepted.status_code == 202, accepted.text
@@ -149,7 +152,7 @@ def test_database_down_submit_is_503_and_a_worker_cut_off_mid_job_finishes(stack
 
     assert final["status"] == "completed", final
     assert final["result"] is not None
-    assert int(str(final["attempts"])) >= 2
+    assert final["attempts"] >= 2
     completed = count_events(stack.worker_records(), "exam processing completed")
     assert completed[job_id] == 1
     assert completed[first_job] == 1
@@ -175,7 +178,9 @@ def test_worker_process_killed_mid_job_job_runs_again_and_completes_once(stack: 
     (child,) = first.worker_pids()
     os.kill(child, signal.SIGKILL)  # the OOM killer's way
     assert first.proc is not None
-    first.proc.wait(30)  # Dramatiq's master stops when one of its worker processes dies
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        first.proc.wait(30)  # Dramatiq's master stops when one of its worker processes dies
+    first.kill_group()  # (and if it did not, it goes now, as a host crash would take it)
     ai.set_timing(latency=0.2)
     stack.worker(env)
     final = _wait_final(database, job_id, timeout=60)
@@ -184,8 +189,10 @@ def test_worker_process_killed_mid_job_job_runs_again_and_completes_once(stack: 
     assert final["attempts"] == 2
     records = stack.worker_records()
     assert count_events(records, "exam processing completed") == {job_id: 1}
-    assert count_events(records, "exam processing started") == {job_id: 2}
-    assert ai.requests() == 2  # the first attempt's call was cut off; the grading was not redone
+    starts = [r for r in records if r.get("event") == "exam processing started"]
+    assert [(r["job_id"], r["attempt"]) for r in starts] == [(job_id, 1), (job_id, 2)]
+    assert starts[1]["step"] == "getting_ai_recommendations"  # resumed there: the grading is kept
+    assert ai.requests() == 2  # the first attempt's call was cut off by the kill
     assert server.status(job_id)["attempts"] == 2
 
 

@@ -85,9 +85,39 @@ def dramatiq_children(master: int) -> list[int]:
     return [pid for pid in _pids() if _proc_ppid(pid) == master and _proc_cmdline(pid) == cmdline]
 
 
-def worker_children(master: int) -> list[int]:
-    """Dramatiq's booted worker processes (the single-threaded metrics exporter left out)."""
-    return [pid for pid in dramatiq_children(master) if _threads(pid) > 1]
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for fd in fds:
+        try:
+            if os.readlink(fd) in targets:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def worker_children(master: int, exporter_port: int) -> list[int]:
+    """Dramatiq's booted worker processes: not the exporter (it listens on its port), threads running."""
+    inodes = _listening_inodes(exporter_port)
+    return [pid for pid in dramatiq_children(master) if _threads(pid) > 1 and not _holds_socket(pid, inodes)]
+
+
+def describe_children(master: int) -> str:
+    return ", ".join(f"{pid} ({_threads(pid)} threads)" for pid in dramatiq_children(master))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -150,6 +180,18 @@ class Stack:
     def all_running(self) -> bool:
         states = self.states()
         return all(states.get(name, ("?", None))[0] == "RUNNING" for name in PROGRAMS)
+
+    def workers(self, master: int, count: int = 2) -> list[int]:
+        """Wait until ``master`` has ``count`` booted worker processes (--processes 2 in exams.conf)."""
+        port = int(self.env["dramatiq_prom_port"])
+        try:
+            return list(
+                wait_for(
+                    f"{count} worker processes", lambda: len(w := worker_children(master, port)) == count and w, 30
+                )
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; children of {master}: {describe_children(master)}") from None
 
     def worker_pid(self) -> int | None:
         state, pid = self.states().get(WORKER, ("?", None))
@@ -328,7 +370,7 @@ def test_three_programs_run_and_jobs_complete(stack: Stack) -> None:
     cmdline = _proc_cmdline(master)
     assert Path(cmdline[0]).name.startswith("python"), cmdline
     assert "jobs.worker_main" in cmdline, cmdline
-    wait_for("2 worker processes (--processes 2 in exams.conf)", lambda: len(worker_children(master)) == 2, 30)
+    stack.workers(master)
 
     job_ids = [stack.submit() for _ in range(3)]
     for job_id in job_ids:
@@ -377,8 +419,8 @@ def test_killed_worker_processes_are_restarted_and_the_job_completes_once(stack:
     ai_before = stack.fake_ai.requests()
     job_id = stack.submit()
     stack.wait_step(job_id, "getting_ai_recommendations")
+    stack.workers(master)
     children = dramatiq_children(master)
-    assert len(worker_children(master)) == 2
     # Kill every process Dramatiq forked, so the one holding the job is certainly among them.
     killed = time.monotonic()
     for pid in children:
@@ -390,7 +432,7 @@ def test_killed_worker_processes_are_restarted_and_the_job_completes_once(stack:
         lambda: (pid := stack.worker_pid()) not in (None, master) and pid,
         60,
     )
-    wait_for("2 new worker processes", lambda: len(worker_children(new_master)) == 2, 30)
+    stack.workers(new_master)
     back = time.monotonic() - killed
     assert "exited: exams-worker_00 (exit status 1; not expected)" in (stack.tmp / "supervisord.log").read_text()
 
