@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.commands import load_settings_or_exit as _settings
 from core.commands import run_async as _run
-from core.settings import Settings
+from core.settings import Settings, SettingsError, get_settings
 
 __all__ = ("main",)
 
@@ -30,7 +31,13 @@ def _prepare_metrics_dir() -> None:
     # empty value would scatter its files into the working directory: treat empty as unset.
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory is None:
-        return
+        try:  # the setting may come from .env; prometheus-client only reads the environment
+            directory = get_settings().prometheus_multiproc_dir or None
+        except SettingsError:
+            return  # the command itself reports the bad setting
+        if directory is None:
+            return
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     if not directory.strip():
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         return
@@ -47,8 +54,17 @@ def migrate() -> None:
     from core.db import run_migrations
 
     settings = _settings()
-    run_migrations(settings)
+    try:
+        run_migrations(settings)
+    except (OSError, SQLAlchemyError) as exc:
+        click.echo(f"exams: cannot migrate the database: {_one_line(exc)}", err=True)
+        sys.exit(1)
     click.echo("database is at the latest schema")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 async def _load_catalog(settings: Settings, path: Path) -> tuple[int, int]:
@@ -81,6 +97,9 @@ def catalog_load(file: Path) -> None:
         created, replaced = _run(lambda: _load_catalog(settings, file))
     except CatalogError as exc:
         click.echo(f"exams: {file}: {exc}", err=True)
+        sys.exit(1)
+    except (OSError, SQLAlchemyError) as exc:
+        click.echo(f"exams: cannot reach the database: {_one_line(exc)}", err=True)
         sys.exit(1)
     click.echo(f"loaded {created + replaced} exam(s): {created} new, {replaced} replaced")
 

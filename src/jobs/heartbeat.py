@@ -70,7 +70,7 @@ class WorkerHeartbeats(Middleware):
                     await self._beat(engine, threads)
                 except Exception as exc:  # noqa: BLE001  (the database may be away; keep trying)
                     log.warning("worker heartbeat failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                await asyncio.to_thread(self._stop.wait, HEARTBEAT_SECONDS)
+                await self._sleep(HEARTBEAT_SECONDS)
             try:
                 async with session_scope(engine) as session:
                     await session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == self.worker_id))
@@ -78,6 +78,12 @@ class WorkerHeartbeats(Middleware):
                 log.warning("worker heartbeat row not removed", worker_id=self.worker_id)
         finally:
             await engine.dispose()
+
+    async def _sleep(self, seconds: float) -> None:
+        # Short naps rather than a thread-pool wait: nothing to cancel at interpreter exit.
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self._stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.25)
 
     async def _beat(self, engine: object, threads: int) -> None:
         now = utcnow()
