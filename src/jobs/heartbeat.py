@@ -82,7 +82,7 @@ class WorkerHeartbeats(Middleware):
     async def _sleep(self, seconds: float) -> None:
         # Short naps rather than a thread-pool wait: nothing to cancel at interpreter exit.
         deadline = asyncio.get_running_loop().time() + seconds
-        while not self._stop.is_set() and asyncio.get_running_loop().time() < deadline:
+        while not self._stop.is_set() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110  (a threading.Event, set from another thread)
             await asyncio.sleep(0.25)
 
     async def _beat(self, engine: object, threads: int) -> None:
