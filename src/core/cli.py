@@ -200,13 +200,14 @@ def worker(processes: int, threads: int) -> None:
 @click.option("--port", default=8001, show_default=True, type=int)
 @click.option("--latency", default=35.0, show_default=True, type=float, help="Seconds before each answer.")
 @click.option("--error-rate", default=0.0, show_default=True, type=float, help="Fraction answered with 500.")
+@click.option("--jitter", default=0.0, show_default=True, type=float, help="Random extra seconds, 0 to this.")
 @click.option(
     "--mode",
     default="ok",
     show_default=True,
     type=click.Choice(["ok", "error_500", "rate_limit_429", "hang", "invalid_json", "bad_shape"]),
 )
-def fake_ai(host: str, port: int, latency: float, error_rate: float, mode: str) -> None:
+def fake_ai(*, host: str, port: int, latency: float, error_rate: float, jitter: float, mode: str) -> None:
     """Run an OpenAI-compatible stand-in AI server (for demos, tests and benchmarks)."""
     from core.logging import configure_logging
 
@@ -216,7 +217,7 @@ def fake_ai(host: str, port: int, latency: float, error_rate: float, mode: str) 
     configure_logging(os.environ.get("LOG_FORMAT", "console"))
     from ai_client import run_fake_ai
 
-    run_fake_ai(host=host, port=port, latency=latency, error_rate=error_rate, mode=mode)
+    run_fake_ai(host=host, port=port, latency=latency, error_rate=error_rate, mode=mode, jitter=jitter)
 
 
 from jobs.cli import jobs, scheduler  # noqa: E402  (after the group, which its commands join)

@@ -109,19 +109,51 @@ class _JobRun:
         self.lock = asyncio.Lock()
         self.exam: ExamDefinition | None = None
         self.version_seen = job.version
+        #: A write failed: the session must be rolled back and the row reloaded before the next.
+        self.broken = False
 
     async def save(self, change: Callable[[ExamProcessingJob], None]) -> None:
+        """Apply ``change`` to the row and commit; after a failed write, reload the row first.
+
+        Raises ``StaleDataError`` when another worker changed the job in between.
+        """
         async with self.lock:
+            if self.broken and not await self._reload():
+                raise StaleDataError("job taken over by another worker")
             change(self.job)
-            await self.session.commit()
+            try:
+                await self.session.commit()
+            except BaseException:
+                self.broken = True
+                raise
             self.version_seen = self.job.version
 
+    async def save_patiently(self, change: Callable[[ExamProcessingJob], None], within: float = 30.0) -> None:
+        """Save what cannot be had again (a paid AI answer) through a short database outage."""
+        deadline = time.monotonic() + within
+        delay = 0.5
+        while True:
+            try:
+                await self.save(change)
+            except (OperationalError, DBAPIError, OSError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("exam processing waiting for the database to store the AI answer")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                return
+
+    async def _reload(self) -> bool:
+        await self.session.rollback()
+        await self.session.refresh(self.job)
+        self.broken = False
+        return self.job.version == self.version_seen
+
     async def recover(self) -> bool:
-        """After an error mid-write: reload the row; ``False`` if another worker changed it since."""
+        """After an error: reload the row; ``False`` if another worker changed it since."""
         async with self.lock:
-            await self.session.rollback()
-            await self.session.refresh(self.job)
-            return self.job.version == self.version_seen
+            return await self._reload()
 
     async def enter(self, step: Step) -> None:
         if step_index(self.job.current_step) < step_index(step):
@@ -170,7 +202,7 @@ async def _recommend(run: _JobRun) -> None:
     else:
         items, source = await _call_ai(run, runtime.ai, request), "ai"
     payload = {"source": source, "items": msgspec.to_builtins(items)}
-    await run.save(lambda job: setattr(job, "recommendations", payload))
+    await run.save_patiently(lambda job: setattr(job, "recommendations", payload))
 
 
 async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -> list[Any]:
@@ -196,7 +228,11 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
                 runtime.settings.ai_api_timeout,
                 start_progress,
             )
-            await run.save(partial(_raise_progress, value))
+            try:
+                await run.save(partial(_raise_progress, value))
+            except (OperationalError, DBAPIError, OSError) as exc:
+                # A database blip must not cost the AI answer on its way: keep waiting for it.
+                log.warning("exam processing progress not saved", error=type(exc).__name__)
 
     ticker = asyncio.create_task(tick())
     try:

@@ -188,9 +188,11 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
                         ExamProcessingJob.status == "processing",
                         or_(
                             ExamProcessingJob.heartbeat_at < stale_cutoff,
+                            # Released for a retry: its message may wait behind a backlog, so
+                            # only a long silence means the message was lost.
                             and_(
                                 ExamProcessingJob.heartbeat_at.is_(None),
-                                ExamProcessingJob.updated_at < stale_cutoff,
+                                ExamProcessingJob.updated_at < resend_cutoff,
                             ),
                         ),
                     ),

@@ -116,10 +116,14 @@ def via_proxy(url: str, proxy: TcpProxy) -> str:
 
 class TcpProxy:
     """Relays ``127.0.0.1:port`` to ``target``; :meth:`cut` drops every connection and refuses
-    new ones (as a crashed server would), :meth:`restore` accepts again on the same port."""
+    new ones (as a crashed server would), :meth:`restore` accepts again on the same port.
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    ``latency`` delays every relayed chunk, both ways (a service far away).
+    """
+
+    def __init__(self, target: tuple[str, int], latency: float = 0.0) -> None:
         self.target = target
+        self.latency = latency
         self.port = free_port()
         self._listener: socket.socket | None = None
         self._accepting = threading.Event()
@@ -188,6 +192,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
+                if self.latency:
+                    time.sleep(self.latency)
                 sink.sendall(chunk)
         except OSError:
             pass
@@ -470,8 +476,8 @@ class Stack:
         self._exit.callback(server.stop)
         return server
 
-    def proxy(self, target: tuple[str, int]) -> TcpProxy:
-        proxy = TcpProxy(target).start()
+    def proxy(self, target: tuple[str, int], latency: float = 0.0) -> TcpProxy:
+        proxy = TcpProxy(target, latency).start()
         self._exit.callback(proxy.close)
         return proxy
 

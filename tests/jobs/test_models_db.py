@@ -28,7 +28,7 @@ from core.errors import IdempotencyConflictError
 from core.settings import Settings, load_settings
 from jobs.cli import cleanup_finished
 from jobs.models import ExamProcessingJob, utcnow
-from jobs.services import JobService, Submission
+from jobs.services import PENDING_RESEND_AFTER, JobService, Submission
 from support import MATH_ANSWERS, sqlite_url
 
 assert exams.models  # registers the exams table on the shared metadata
@@ -271,7 +271,11 @@ async def test_needing_dispatch_finds_unsent_and_stalled_jobs(engine: AsyncEngin
     async with session_scope(engine) as session:
         service = JobService(session=session)
         found = await service.needing_dispatch(stale_after=20, unsent_after=5, now=later)
-        assert {job.job_id for job in found} == {unsent, stalled, released}
+        # a job released for a retry waits for its (possibly queued) retry message
+        assert {job.job_id for job in found} == {unsent, stalled}
+        much_later = real_now + timedelta(seconds=PENDING_RESEND_AFTER + 1)
+        found = await service.needing_dispatch(stale_after=20, unsent_after=5, now=much_later)
+        assert released in {job.job_id for job in found}
         # right now, a just-submitted or just-released job is not yet due; the stalled one is
         due_now = await service.needing_dispatch(stale_after=20, unsent_after=5, now=real_now)
         assert {job.job_id for job in due_now} == {stalled}

@@ -152,7 +152,9 @@ def test_database_down_submit_is_503_and_a_worker_cut_off_mid_job_finishes(stack
 
     assert final["status"] == "completed", final
     assert final["result"] is not None
-    assert final["attempts"] >= 2
+    # The blip hit while the AI was thinking: the worker rode it out and kept the answer, so
+    # the attempt was not lost (and the AI not paid twice).
+    assert final["attempts"] == 1
     completed = count_events(stack.worker_records(), "exam processing completed")
     assert completed[job_id] == 1
     assert completed[first_job] == 1

@@ -30,6 +30,7 @@ from support import MATH_ANSWERS
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 CONCURRENT = 10
+UNSENT = 80
 
 
 @pytest.fixture
@@ -85,14 +86,17 @@ def test_two_schedulers_send_each_unsent_job_exactly_once(stack: Stack) -> None:
     database = stack.postgres()
     redis = stack.redis()
     web_broker = stack.proxy(("127.0.0.1", redis.port))
+    # The schedulers reach Redis slowly, so that a pass takes a while: two schedulers running
+    # passes at the same time would both send the same jobs.
+    far_broker = stack.proxy(("127.0.0.1", redis.port), latency=0.01)
     ai = stack.fake_ai()
-    env = production_env(database, ai.base_url, REDIS_URL=redis.url)
+    env = production_env(database, ai.base_url, REDIS_URL=via_proxy(redis.url, far_broker))
     stack.prepare(env)
     server = stack.web(production_env(database, ai.base_url, REDIS_URL=via_proxy(redis.url, web_broker)))
 
     # The web process cannot reach the broker: every job is stored, none is sent.
     web_broker.cut()
-    job_ids = submit_many(server, 40, concurrency=8)
+    job_ids = submit_many(server, UNSENT, concurrency=8)
     wait_until(
         lambda: len(count_events(json_lines(server.log()), "exam processing enqueue failed")) == len(job_ids),
         30,
@@ -124,3 +128,5 @@ def test_two_schedulers_send_each_unsent_job_exactly_once(stack: Stack) -> None:
     assert len(leaders) == 1, [s.log()[-2000:] for s in schedulers]
     (follower,) = [s for s in schedulers if s is not leaders[0]]
     assert not [r for r in json_lines(follower.log()) if r.get("event") == "reconciler re-sent jobs"]
+    cleanups = [s for s in schedulers if any(r.get("event") == "cleanup finished" for r in json_lines(s.log()))]
+    assert cleanups == leaders  # the daily cleanup is not doubled either
