@@ -104,6 +104,25 @@ def catalog_load(file: Path) -> None:
     click.echo(f"loaded {created + replaced} exam(s): {created} new, {replaced} replaced")
 
 
+def _ensure_schema(settings: Settings) -> None:
+    """SQLite (one host): migrate now. PostgreSQL: refuse to start on an old schema."""
+    from core.db import run_migrations, schema_revisions
+
+    try:
+        if settings.is_sqlite:
+            run_migrations(settings)
+            return
+        current, head = schema_revisions(settings)
+    except (OSError, SQLAlchemyError) as exc:
+        click.echo(f"exams: cannot reach the database: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    if current != head:
+        click.echo(
+            f"exams: the database schema is at {current or 'nothing'}, not {head}: run `exams migrate`", err=True
+        )
+        sys.exit(1)
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -119,7 +138,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
     """Run the web app (and the embedded worker when QUEUE_CONNECTION=embedded)."""
-    _serve(_settings(), host, port)
+    settings = _settings()
+    _ensure_schema(settings)
+    _serve(settings, host, port)
 
 
 @main.command()

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 
-__all__ = ("alchemy_config", "create_engine", "run_migrations", "session_scope")
+__all__ = ("alchemy_config", "create_engine", "run_migrations", "schema_revisions", "session_scope")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -94,3 +94,26 @@ def run_migrations(settings: Settings, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["database_url"] = settings.database_url
     command.upgrade(cfg, revision)
+
+
+def schema_revisions(settings: Settings) -> tuple[str | None, str]:
+    """The database's current Alembic revision (``None`` when never migrated) and the code's head."""
+    import asyncio
+
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+    async def current() -> str | None:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(current()), head

@@ -317,3 +317,10 @@ def test_a_retried_job_is_completed_by_the_running_server(
     assert final["attempts"] == 2
     assert fake_ai_http.requests() == 2
     assert all(doc["progress"] >= failed["progress"] for doc in seen)
+
+
+def test_serve_refuses_an_unmigrated_postgresql_database(pg_url: str) -> None:
+    result = run_exams(["serve", "--port", "1"], {"DATABASE_URL": pg_url}, check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["exams: the database schema is at nothing, not 0002: run `exams migrate`"], result.stderr
