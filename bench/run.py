@@ -1,11 +1,12 @@
 """Benchmarks of the hot paths: submit (POST) and status (GET), against a baseline in the same run.
 
 Starts a real ``exams serve`` (PostgreSQL + Redis, no worker, so only the web path is measured;
-or embedded SQLite with ``--embedded``), drives it with a bounded closed-loop load from this
-process, and prints requests/s, p50 and p99 latency, and the ratio to ``GET /health`` measured
-on the same server in the same run (the framework's floor on this machine).
+or embedded SQLite with ``--embedded``), drives it with a bounded closed-loop load (``wrk`` when
+installed, ``apt-get install wrk``; else an asyncio client in this process, which costs CPU on
+the same cores), and prints requests/s, p50 and p99 latency, and the ratio to ``GET /health``
+measured on the same server in the same run (the framework's floor on this machine).
 
-    .venv/bin/python bench/run.py [--requests 2000] [--concurrency 16] [--embedded]
+    .venv/bin/python bench/run.py [--seconds 8] [--requests 2000] [--concurrency 16] [--embedded]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,7 +90,65 @@ async def _bench(base: str, total: int, concurrency: int) -> list[dict[str, floa
     return results
 
 
-def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+_WRK_POST = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"exam_code":"MATH-101","student_id":"bench-%d","answers":%s}', counter, ANSWERS)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = float(text[:-2] if text.endswith(("ms", "us")) else text[:-1]), text[-2:]
+    if unit == "us":
+        return value / 1000
+    if unit == "ms":
+        return value
+    return value * 1000  # seconds
+
+
+def _wrk(name: str, url: str, seconds: int, concurrency: int, script: Path | None = None) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        args[1:1] = ["-s", str(script)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    stats: dict[str, float] = {"name": name, "errors": 0}  # type: ignore[dict-item]
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            stats["rps"] = float(parts[1])
+        elif parts[:1] == ["50%"]:
+            stats["p50"] = _wrk_ms(parts[1])
+        elif parts[:1] == ["99%"]:
+            stats["p99"] = _wrk_ms(parts[1])
+        elif line.strip().startswith("Non-2xx"):
+            stats["errors"] = float(parts[-1])
+    return stats
+
+
+def _bench_wrk(base: str, seconds: int, concurrency: int, tmp: Path) -> list[dict[str, float]]:
+    import json
+
+    first = httpx.post(
+        f"{base}/api/exam-results/process",
+        json={"exam_code": "MATH-101", "student_id": "bench", "answers": MATH_ANSWERS},
+    )
+    job_id = first.json()["job_id"]
+    script = tmp / "post.lua"
+    script.write_text(_WRK_POST.replace("ANSWERS", repr(json.dumps(MATH_ANSWERS))))
+    _wrk("warm-up", f"{base}/health", 2, concurrency)
+    return [
+        _wrk("GET /health (baseline)", f"{base}/health", seconds, concurrency),
+        _wrk("POST /api/exam-results/process", f"{base}/api/exam-results/process", seconds, concurrency, script),
+        _wrk("GET /api/exam-results/status/{id}", f"{base}/api/exam-results/status/{job_id}", seconds, concurrency),
+    ]
+
+
+def _serve(env: dict[str, str], port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
     subprocess.run([EXAMS, "migrate"], env=env, check=True, capture_output=True)
     subprocess.run(
         [EXAMS, "catalog", "load", str(REPO / "src/exams/sample_catalog.json")],
@@ -105,8 +165,10 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="per row, without wrk")
+    parser.add_argument("--seconds", type=int, default=8, help="per row, with wrk")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="web processes (not with --embedded)")
     parser.add_argument(
         "--embedded", action="store_true", help="SQLite + in-process worker instead of PostgreSQL + Redis"
     )
@@ -120,16 +182,23 @@ def main() -> None:
         else:
             env |= {"DATABASE_URL": pg_url, "QUEUE_CONNECTION": "redis", "REDIS_URL": "redis://127.0.0.1:6379/11"}
             subprocess.run(["redis-cli", "-n", "11", "FLUSHDB"], check=False, capture_output=True)
-        proc = _serve(env, port, tmp / "server.log")
+        workers = 1 if args.embedded else args.workers
+        proc = _serve(env, port, tmp / "server.log", workers)
         try:
-            results = asyncio.run(_bench(f"http://127.0.0.1:{port}", args.requests, args.concurrency))
+            base = f"http://127.0.0.1:{port}"
+            if shutil.which("wrk"):
+                driver = f"wrk -t1, {args.seconds} s per row"
+                results = _bench_wrk(base, args.seconds, args.concurrency, tmp)
+            else:
+                driver = f"in-process asyncio client, {args.requests} requests per row"
+                results = asyncio.run(_bench(base, args.requests, args.concurrency))
         finally:
             proc.terminate()
             proc.wait(30)
             if not args.embedded:
                 subprocess.run(["redis-cli", "-n", "11", "FLUSHDB"], check=False, capture_output=True)
     mode = "embedded SQLite" if args.embedded else "PostgreSQL + Redis"
-    print(f"\n{mode}; {args.requests} requests per row, {args.concurrency} concurrent, one uvicorn process")
+    print(f"\n{mode}; {driver}; {args.concurrency} connections; {workers} web process(es)")
     print(f"{'endpoint':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs baseline':>12}")
     baseline = results[0]["rps"]
     for row in results:

@@ -19,7 +19,6 @@ from litestar.openapi.spec import Components
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from core.db import alchemy_config, create_engine
 from core.health import health, ready
@@ -143,7 +142,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    # Reads outside a transaction: one round trip per lookup (no BEGIN/COMMIT) on the status path.
+    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.broker = broker
     app.state.monitoring = MonitoringCache(engine, broker, settings)
     return app

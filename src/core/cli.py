@@ -123,11 +123,23 @@ def _ensure_schema(settings: Settings) -> None:
         sys.exit(1)
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from core.app import create_app
 
+    if workers > 1:
+        # Each process builds its own app from the same environment.
+        uvicorn.run(
+            "core.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+        return
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     uvicorn.Server(config).run()
@@ -136,11 +148,23 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Web processes (redis or rabbitmq only; set PROMETHEUS_MULTIPROC_DIR so /metrics covers them all).",
+)
+def serve(host: str, port: int, workers: int) -> None:
     """Run the web app (and the embedded worker when QUEUE_CONNECTION=embedded)."""
     settings = _settings()
+    if workers > 1 and settings.queue_connection == "embedded":
+        click.echo(
+            "exams: bad setting: --workers needs QUEUE_CONNECTION=redis or rabbitmq (one embedded worker)", err=True
+        )
+        sys.exit(2)
     _ensure_schema(settings)
-    _serve(settings, host, port)
+    _serve(settings, host, port, workers)
 
 
 @main.command()

@@ -43,11 +43,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    # No pre-ping (a round trip per checkout): a connection broken by a database restart fails
+    # once, and SQLAlchemy then discards the whole pool.
     return create_async_engine(
         url,
-        pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
+        pool_recycle=1800,
+        # Sized so that a busy process reuses connections instead of opening overflow ones per
+        # request (each costs a TCP and TLS handshake). Mind PostgreSQL's max_connections
+        # (100 by default) when adding web workers and worker processes.
+        pool_size=20,
+        max_overflow=10,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )

@@ -62,10 +62,23 @@ def _send_all(broker: dramatiq.Broker, jobs: Sequence[JobRef]) -> list[UUID]:
     return sent
 
 
-async def dispatch(broker: dramatiq.Broker, engine: AsyncEngine, jobs: Sequence[JobRef]) -> list[UUID]:
-    """Send messages for ``jobs`` (off the event loop) and record which reached the broker."""
+async def dispatch(
+    broker: dramatiq.Broker, engine: AsyncEngine, jobs: Sequence[JobRef], *, presumed_sent: bool = False
+) -> list[UUID]:
+    """Send messages for ``jobs`` (off the event loop) and record which reached the broker.
+
+    ``presumed_sent``: the rows were stored with ``enqueued_at`` already set (the submit path,
+    which saves a second transaction per request), so only a failed send is written back. A
+    web process dying between its commit and its send leaves such a row for the reconciler's
+    long-pending pass.
+    """
     sent = await anyio.to_thread.run_sync(_send_all, broker, list(jobs))
-    if sent:
+    if presumed_sent:
+        unsent = [ref.job_id for ref in jobs if ref.job_id not in set(sent)]
+        if unsent:
+            async with session_scope(engine) as session:
+                await JobService(session=session).mark_unsent(unsent)
+    elif sent:
         async with session_scope(engine) as session:
             await JobService(session=session).mark_enqueued(sent)
     return sent

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import msgspec
@@ -17,11 +17,19 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.errors import IdempotencyConflictError
 from jobs.models import ExamProcessingJob, utcnow
 
-__all__ = ("PENDING_RESEND_AFTER", "JobService", "Submission", "request_fingerprint")
+__all__ = (
+    "PENDING_RESEND_AFTER",
+    "JobService",
+    "JobStatusView",
+    "Submission",
+    "fetch_status",
+    "request_fingerprint",
+)
 
 #: Seconds after which a pending job that was sent but never started is sent again.
 PENDING_RESEND_AFTER = 900.0
@@ -81,6 +89,8 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         fingerprint = request_fingerprint(submission)
         key = submission.idempotency_key
         job = ExamProcessingJob(
+            # Sent right after this commit; a failed send clears it again (see jobs.dispatch).
+            enqueued_at=utcnow(),
             exam_code=submission.exam_code,
             student_id=submission.student_id,
             answers=submission.answers,
@@ -133,6 +143,18 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             update(ExamProcessingJob)
             .where(ExamProcessingJob.job_id.in_(job_ids))
             .values(enqueued_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        await self.repository.session.execute(stmt)
+
+    async def mark_unsent(self, job_ids: Sequence[UUID]) -> None:
+        """Record that messages for these pending jobs did not reach the broker (the reconciler sends them)."""
+        if not job_ids:
+            return
+        stmt = (
+            update(ExamProcessingJob)
+            .where(ExamProcessingJob.job_id.in_(job_ids), ExamProcessingJob.status == "pending")
+            .values(enqueued_at=None)
             .execution_options(synchronize_session=False)
         )
         await self.repository.session.execute(stmt)
@@ -255,3 +277,47 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         stmt = delete(ExamProcessingJob).where(ExamProcessingJob.id.in_(ids))
         result = await self.repository.session.execute(stmt, execution_options={"synchronize_session": False})
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+class JobStatusView(Protocol):
+    """The columns the status document shows (an ORM job or a row from :func:`fetch_status`)."""
+
+    job_id: UUID
+    exam_code: str
+    student_id: str
+    status: str
+    progress: int
+    current_step: str
+    attempts: int
+    result: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+_STATUS_QUERY = select(
+    *(
+        getattr(ExamProcessingJob, name)
+        for name in (
+            "job_id",
+            "exam_code",
+            "student_id",
+            "status",
+            "progress",
+            "current_step",
+            "attempts",
+            "result",
+            "error_message",
+            "created_at",
+            "started_at",
+            "completed_at",
+        )
+    )
+)
+
+
+async def fetch_status(connection: AsyncConnection, job_id: UUID) -> JobStatusView | None:
+    """The status columns of one job, read without the ORM (the status endpoint's hot path)."""
+    row = (await connection.execute(_STATUS_QUERY.where(ExamProcessingJob.job_id == job_id))).first()
+    return cast("JobStatusView | None", row)
