@@ -148,6 +148,42 @@ def _bench_wrk(base: str, seconds: int, concurrency: int, tmp: Path) -> list[dic
     ]
 
 
+async def _database_floor(pg_url: str, seconds: float, concurrency: int) -> list[tuple[str, float]]:
+    """What PostgreSQL alone does here: raw asyncpg reads and inserts on the same table."""
+    import asyncpg
+
+    dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
+    insert = (
+        "INSERT INTO exam_processing_jobs (job_id, exam_code, student_id, status, progress, current_step, "
+        "answers, locale, attempts, version, enqueued_at, created_at, updated_at) "
+        "VALUES ($1, 'MATH-101', 'floor', 'pending', 0, 'queued', '{}', 'en', 0, 1, now(), now(), now())"
+    )
+    job_id = uuid.uuid4()
+    await pool.execute(insert, job_id)
+
+    async def rate(call: Callable[[], Awaitable[object]]) -> float:
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await call()
+                done += 1
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return done / seconds
+
+    try:
+        select_rate = await rate(lambda: pool.fetchrow("SELECT * FROM exam_processing_jobs WHERE job_id = $1", job_id))
+        insert_rate = await rate(lambda: pool.execute(insert, uuid.uuid4()))
+    finally:
+        await pool.execute("DELETE FROM exam_processing_jobs WHERE student_id = 'floor'")
+        await pool.close()
+    return [("raw asyncpg SELECT by job_id", select_rate), ("raw asyncpg INSERT (autocommit)", insert_rate)]
+
+
 def _serve(env: dict[str, str], port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
     subprocess.run([EXAMS, "migrate"], env=env, check=True, capture_output=True)
     subprocess.run(
@@ -192,6 +228,7 @@ def main() -> None:
             else:
                 driver = f"in-process asyncio client, {args.requests} requests per row"
                 results = asyncio.run(_bench(base, args.requests, args.concurrency))
+            floor = [] if args.embedded else asyncio.run(_database_floor(pg_url, 4, args.concurrency))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -201,6 +238,8 @@ def main() -> None:
     print(f"\n{mode}; {driver}; {args.concurrency} connections; {workers} web process(es)")
     print(f"{'endpoint':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs baseline':>12}")
     baseline = results[0]["rps"]
+    for name, rps in floor:
+        print(f"{name + ' (floor)':<36} {rps:>8.0f} {'':>8} {'':>8} {'':>7} {rps / baseline:>11.2f}x")
     for row in results:
         print(
             f"{row['name']:<36} {row['rps']:>8.0f} {row['p50']:>8.1f} {row['p99']:>8.1f} "
