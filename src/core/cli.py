@@ -105,7 +105,11 @@ def catalog_load(file: Path) -> None:
 
 
 def _ensure_schema(settings: Settings) -> None:
-    """SQLite (one host): migrate now. PostgreSQL: refuse to start on an old schema."""
+    """SQLite (one host): migrate now. PostgreSQL: refuse to start on an old schema.
+
+    A database that cannot be reached does not stop the web app: it starts, answers 503 (and
+    ``/ready`` says the database is down) until the database is back.
+    """
     from core.db import run_migrations, schema_revisions
 
     try:
@@ -114,12 +118,11 @@ def _ensure_schema(settings: Settings) -> None:
             return
         current, head = schema_revisions(settings)
     except (OSError, SQLAlchemyError) as exc:
-        click.echo(f"exams: cannot reach the database: {_one_line(exc)}", err=True)
-        sys.exit(1)
+        click.echo(f"exams: warning: database unreachable, starting anyway: {_one_line(exc)}", err=True)
+        return
     if current != head:
-        click.echo(
-            f"exams: the database schema is at {current or 'nothing'}, not {head}: run `exams migrate`", err=True
-        )
+        found = current or "nothing"
+        click.echo(f"exams: the database schema is at {found}, not {head}: run `exams migrate`", err=True)
         sys.exit(1)
 
 
