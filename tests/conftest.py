@@ -26,6 +26,14 @@ def fake_ai_http(fake_ai_process: FakeAIProcess) -> FakeAIProcess:
 
 
 @pytest.fixture
+def slow_ai(fake_ai_http: FakeAIProcess) -> Iterator[FakeAIProcess]:
+    """The fake AI answering after 1.5 s (a job is seen in several states), reset afterwards."""
+    fake_ai_http.set_mode("ok", latency=1.5)
+    yield fake_ai_http
+    fake_ai_http.reset()
+
+
+@pytest.fixture
 def make_server(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Iterator[Callable[..., ExamsServer]]:
     """Build ``exams serve`` processes on a fresh SQLite file (override env with keyword args)."""
     servers: list[ExamsServer] = []

@@ -23,6 +23,16 @@ PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
+#: SPEC.md's pipeline steps in order (written out here, not imported, so tests check the contract).
+SPEC_STEP_ORDER = (
+    "queued",
+    "validating_exam",
+    "processing_answers",
+    "getting_ai_recommendations",
+    "finalizing_results",
+    "completed",
+)
+
 MATH_ANSWERS = {"q1": "b", "q2": ["a", "c"], "q3": 3.14, "q4": True, "q5": "photosynthesis"}
 
 
@@ -161,6 +171,12 @@ class ExamsServer(Process):
     ) -> httpx.Response:
         body = {"exam_code": exam_code, "student_id": "s-1042", "answers": dict(answers or MATH_ANSWERS)}
         return httpx.post(f"{self.base_url}/api/exam-results/process", json=body, headers=headers, timeout=10)
+
+    def submitted(self) -> str:
+        """Submit MATH-101's sample answers; the new job's id (asserting the 202)."""
+        response = self.submit()
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
 
     def status(self, job_id: str, **params: str) -> dict[str, Any]:
         response = httpx.get(f"{self.base_url}/api/exam-results/status/{job_id}", params=params, timeout=10)

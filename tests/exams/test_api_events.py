@@ -17,18 +17,11 @@ import httpx
 import pytest
 
 from i18n import gettext
-from support import ExamsServer, FakeAIProcess
+from support import SPEC_STEP_ORDER, ExamsServer, FakeAIProcess
 
 STATUS = "/api/exam-results/status"
 ARABIC = re.compile("[\u0600-\u06ff]")
-SPEC_ORDER = [
-    "queued",
-    "validating_exam",
-    "processing_answers",
-    "getting_ai_recommendations",
-    "finalizing_results",
-    "completed",
-]
+SPEC_ORDER = list(SPEC_STEP_ORDER)
 #: Long enough never to hang a test, short enough to notice a stream that does not close.
 STREAM_TIMEOUT = httpx.Timeout(60.0, read=30.0)
 
@@ -80,12 +73,6 @@ def read_events(server: ExamsServer, job_id: str, **params: str) -> Stream:
     return Stream(response, events)
 
 
-def submitted(server: ExamsServer) -> str:
-    response = server.submit()
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
-
-
 def assert_event_stream_headers(stream: Stream, lang: str = "en") -> None:
     assert stream.response.status_code == 200
     assert stream.response.headers["content-type"].split(";")[0] == "text/event-stream"
@@ -93,19 +80,11 @@ def assert_event_stream_headers(stream: Stream, lang: str = "en") -> None:
     assert stream.response.headers["content-language"] == lang
 
 
-@pytest.fixture
-def slow_ai(fake_ai_http: FakeAIProcess) -> Iterator[FakeAIProcess]:
-    """The fake AI answering after 1.5 s (so the stream sees several changes), reset afterwards."""
-    fake_ai_http.set_mode("ok", latency=1.5)
-    yield fake_ai_http
-    fake_ai_http.reset()
-
-
 def test_live_job_streams_progress_then_completed_then_closes(
     make_server: Callable[..., ExamsServer], slow_ai: FakeAIProcess
 ) -> None:
     server = make_server()
-    job_id = submitted(server)
+    job_id = server.submitted()
 
     stream = read_events(server, job_id)
 
@@ -131,7 +110,7 @@ def test_live_job_streams_progress_then_completed_then_closes(
 
 
 def test_finished_job_gives_one_progress_then_completed(server_session: ExamsServer) -> None:
-    job_id = submitted(server_session)
+    job_id = server_session.submitted()
     final, _ = server_session.wait_final(job_id)
 
     stream = read_events(server_session, job_id)
@@ -144,7 +123,7 @@ def test_finished_job_gives_one_progress_then_completed(server_session: ExamsSer
 
 
 def test_late_subscriber_in_arabic_gets_arabic_labels(server_session: ExamsServer) -> None:
-    job_id = submitted(server_session)
+    job_id = server_session.submitted()
     server_session.wait_final(job_id)
 
     stream = read_events(server_session, job_id, lang="ar")
@@ -177,7 +156,7 @@ def test_failed_job_ends_with_a_failed_event(
     fake_ai_http.set_mode("error_500")
     try:
         server = make_server(JOB_MAX_RETRIES="0")
-        job_id = submitted(server)
+        job_id = server.submitted()
 
         stream = read_events(server, job_id)
         status = httpx.get(f"{server.base_url}{STATUS}/{job_id}", timeout=10)

@@ -9,38 +9,25 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from i18n import gettext
-from support import ExamsServer, FakeAIProcess
+from support import SPEC_STEP_ORDER, ExamsServer, FakeAIProcess
 
 STATUS = "/api/exam-results/status"
 PROBLEM = "application/problem+json"
 ARABIC = re.compile("[\u0600-\u06ff]")
 TERMINAL = ("completed", "failed")
-SPEC_ORDER = [
-    "queued",
-    "validating_exam",
-    "processing_answers",
-    "getting_ai_recommendations",
-    "finalizing_results",
-    "completed",
-]
+SPEC_ORDER = list(SPEC_STEP_ORDER)
 
 
 def get_status(server: ExamsServer, job_id: str, lang: str | None = None, **headers: str) -> httpx.Response:
     params = {"lang": lang} if lang else None
     return httpx.get(f"{server.base_url}{STATUS}/{job_id}", params=params, headers=headers, timeout=10)
-
-
-def submitted(server: ExamsServer) -> str:
-    response = server.submit()
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
 
 
 def poll_with_headers(server: ExamsServer, job_id: str, timeout: float = 60.0) -> list[tuple[str, httpx.Response]]:
@@ -58,19 +45,11 @@ def poll_with_headers(server: ExamsServer, job_id: str, timeout: float = 60.0) -
     raise AssertionError(f"job {job_id} not final after {timeout} s")
 
 
-@pytest.fixture
-def slow_ai(fake_ai_http: FakeAIProcess) -> Iterator[FakeAIProcess]:
-    """The fake AI answering after 1.5 s (so the job is seen while processing), reset afterwards."""
-    fake_ai_http.set_mode("ok", latency=1.5)
-    yield fake_ai_http
-    fake_ai_http.reset()
-
-
 def test_headers_labels_and_nulls_through_the_life_of_a_job(
     make_server: Callable[..., ExamsServer], slow_ai: FakeAIProcess
 ) -> None:
     server = make_server()
-    job_id = submitted(server)
+    job_id = server.submitted()
 
     seen = poll_with_headers(server, job_id)
 
@@ -105,7 +84,7 @@ def test_headers_labels_and_nulls_through_the_life_of_a_job(
 
 
 def test_finished_job_has_no_retry_after_and_never_caches(server_session: ExamsServer) -> None:
-    job_id = submitted(server_session)
+    job_id = server_session.submitted()
     server_session.wait_final(job_id)
 
     for _ in range(2):
@@ -118,7 +97,7 @@ def test_finished_job_has_no_retry_after_and_never_caches(server_session: ExamsS
 
 
 def test_arabic_changes_only_the_step_label(server_session: ExamsServer) -> None:
-    job_id = submitted(server_session)
+    job_id = server_session.submitted()
     server_session.wait_final(job_id)
 
     english = get_status(server_session, job_id).json()
@@ -140,7 +119,7 @@ def test_arabic_changes_only_the_step_label(server_session: ExamsServer) -> None
 
 
 def test_status_of_an_uppercase_job_id_is_the_same_job(server_session: ExamsServer) -> None:
-    job_id = submitted(server_session)
+    job_id = server_session.submitted()
     response = get_status(server_session, job_id.upper())
     assert response.status_code == 200, response.text
     assert response.json()["job_id"] == job_id
