@@ -45,13 +45,21 @@ RECONCILE_SECONDS = 10.0
 log = structlog.get_logger("core.app")
 
 
-async def _reconcile_forever(broker: dramatiq.Broker, app: Litestar, settings: Settings) -> None:
+async def _maintain_forever(broker: dramatiq.Broker, app: Litestar, settings: Settings) -> None:
+    """Embedded mode's scheduler: re-send stuck jobs every few seconds, clean up daily."""
+    from jobs.cli import daily_cleanup
+
+    loop = asyncio.get_running_loop()
+    next_cleanup = loop.time() + RECONCILE_SECONDS
     while True:
         await asyncio.sleep(RECONCILE_SECONDS)
         try:
             await reconcile(broker, app.state.engine, settings)
+            if loop.time() >= next_cleanup:
+                await daily_cleanup(app.state.engine, settings)
+                next_cleanup = loop.time() + 86_400
         except Exception:  # the loop must survive a database outage
-            log.exception("reconciler pass failed")
+            log.exception("maintenance pass failed")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -79,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await requeue_unfinished(broker, engine)
             except Exception:
                 log.exception("could not pick up unfinished jobs at start-up")
-            tasks.append(asyncio.create_task(_reconcile_forever(broker, app, settings)))
+            tasks.append(asyncio.create_task(_maintain_forever(broker, app, settings)))
         log.info(
             "web app started",
             queue_connection=settings.queue_connection,

@@ -19,7 +19,7 @@ from jobs.leader import LeaderLock
 from jobs.models import ExamProcessingJob, InvalidTransitionError, utcnow
 from jobs.services import JobService
 
-__all__ = ("cleanup_finished", "jobs", "scheduler")
+__all__ = ("cleanup_finished", "daily_cleanup", "jobs", "scheduler")
 
 log = structlog.get_logger("jobs.cli")
 CLEANUP_BATCH = 1000
@@ -174,12 +174,23 @@ def cleanup(older_than_days: int | None, dry_run: bool) -> None:
     click.echo(f"{verb} {count} job(s) finished more than {days} day(s) ago")
 
 
+async def daily_cleanup(engine: AsyncEngine, settings: Settings) -> int:
+    """Delete finished jobs older than ``JOB_RETENTION_DAYS`` and log how many."""
+    deleted = await cleanup_finished(engine, settings.job_retention_days, dry_run=False)
+    log.info("cleanup finished", deleted=deleted, older_than_days=settings.job_retention_days)
+    return deleted
+
+
 async def run_scheduler(settings: Settings, *, reconcile_every: float = 10.0, cleanup_every: float = 86_400.0) -> None:
     """Reconcile every few seconds and clean up daily, forever, while holding the leader lock."""
     from jobs.broker import create_broker
     from jobs.dispatch import reconcile
 
-    broker = create_broker(settings)
+    # Embedded: the in-memory queue lives in `exams serve`, which reconciles itself; a separate
+    # scheduler process can only do the cleanup.
+    broker = create_broker(settings) if settings.queue_connection != "embedded" else None
+    if broker is None:
+        log.info("scheduler in embedded mode: cleanup only (exams serve re-sends stuck jobs itself)")
     engine = create_engine(settings)
     lock = LeaderLock(engine)
     loop = asyncio.get_running_loop()
@@ -195,10 +206,10 @@ async def run_scheduler(settings: Settings, *, reconcile_every: float = 10.0, cl
                 if not leading:
                     await asyncio.sleep(reconcile_every)
                     continue
-                await reconcile(broker, engine, settings)
+                if broker is not None:
+                    await reconcile(broker, engine, settings)
                 if loop.time() >= next_cleanup:
-                    deleted = await cleanup_finished(engine, settings.job_retention_days, dry_run=False)
-                    log.info("cleanup finished", deleted=deleted, older_than_days=settings.job_retention_days)
+                    await daily_cleanup(engine, settings)
                     next_cleanup = loop.time() + cleanup_every
             except Exception:  # keep scheduling through outages; each failure is logged
                 log.exception("scheduler pass failed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from core.cli import main
 from core.db import create_engine, run_migrations, session_scope
 from core.settings import get_settings, load_settings
 from jobs.models import ExamProcessingJob, utcnow
-from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, run_exams, sqlite_url
+from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, Process, run_exams, sqlite_url
 
 
 def cli(args: list[str], env: dict[str, str], ok: bool = True) -> Result:
@@ -324,3 +325,23 @@ def test_serve_refuses_an_unmigrated_postgresql_database(pg_url: str) -> None:
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["exams: the database schema is at nothing, not 0002: run `exams migrate`"], result.stderr
+
+
+def test_scheduler_in_embedded_mode_runs_the_daily_cleanup(
+    env: dict[str, str], add_job: Callable[..., UUID], tmp_path: Path
+) -> None:
+    old = add_job(**completed_fields(days_ago=10))
+    recent = add_job(**completed_fields(days_ago=1))
+    proc = Process(["scheduler"], env, tmp_path / "scheduler.log", None).start(wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        while "cleanup finished" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert "cleanup only" in log, log
+    assert '"deleted": 1' in log, log
+    listing = cli(["jobs", "list"], env).stdout
+    assert str(old) not in listing
+    assert str(recent) in listing
