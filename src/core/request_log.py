@@ -15,6 +15,7 @@ __all__ = ("RequestLogMiddleware",)
 log = structlog.get_logger("core.http")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _QUIET_PATHS = ("/health", "/metrics", "/static/")
+_POLL_PATH = "/api/exam-results/status/"
 
 
 class RequestLogMiddleware:
@@ -46,7 +47,10 @@ class RequestLogMiddleware:
         finally:
             path = scope.get("path", "")
             if status >= 400 or not path.startswith(_QUIET_PATHS):
-                log.info(
+                # A student polls every 2 s: successful polls are debug lines, not one info line
+                # per student every 2 s.
+                polling = status < 400 and scope.get("method") == "GET" and path.startswith(_POLL_PATH)
+                (log.debug if polling else log.info)(
                     "http request",
                     method=scope.get("method"),
                     path=path,
