@@ -12,6 +12,7 @@ import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -60,6 +61,19 @@ async def _maintain_forever(broker: dramatiq.Broker, app: Litestar, settings: Se
                 next_cleanup = loop.time() + 86_400
         except Exception:  # the loop must survive a database outage
             log.exception("maintenance pass failed")
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Let a school's front end on another origin submit and poll (off unless configured)."""
+    if not settings.cors_allow_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_allow_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "Accept-Language", "Idempotency-Key", "X-Request-ID", "Last-Event-ID"],
+        expose_headers=["Location", "Retry-After", "Content-Language", "X-Request-ID"],
+        max_age=3600,
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -119,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
+        cors_config=_cors(settings),
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=[r"/events$"]),
         template_config=TemplateConfig(directory=REPO_ROOT / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(

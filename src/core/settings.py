@@ -61,6 +61,8 @@ class Settings:
     prometheus_multiproc_dir: str = ""
     fake_ai_latency: float = 3.0
     """Latency of the built-in fake AI used when ``AI_API_BASE_URL`` is empty (FAKE_AI_LATENCY)."""
+    cors_allow_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API from another site (CORS_ALLOW_ORIGINS, comma-separated)."""
     worker_threads: int = 16
     """Worker threads of the embedded worker (WORKER_THREADS); each holds one job."""
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -186,6 +188,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         kwargs["prometheus_multiproc_dir"] = raw
     if (raw := get("FAKE_AI_LATENCY")) is not None:
         kwargs["fake_ai_latency"] = _number("FAKE_AI_LATENCY", raw, minimum=0)
+    if (raw := get("CORS_ALLOW_ORIGINS")) is not None:
+        origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+        for origin in origins:
+            if origin != "*":
+                _url("CORS_ALLOW_ORIGINS", origin, ("http", "https"))
+        kwargs["cors_allow_origins"] = origins
     if (raw := get("WORKER_THREADS")) is not None:
         kwargs["worker_threads"] = int(_number("WORKER_THREADS", raw, minimum=1, integer=True))
     settings = Settings(**kwargs)  # type: ignore[arg-type]

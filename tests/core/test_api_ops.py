@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -232,3 +232,29 @@ def test_status_is_503_not_404_when_the_database_is_unreachable(db_down_server: 
     response = get(db_down_server, "/api/exam-results/status/00000000-0000-0000-0000-000000000001")
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "/problems/service-unavailable"
+
+
+def test_cors_lets_a_configured_front_end_origin_submit_and_poll(make_server: Callable[..., ExamsServer]) -> None:
+    server = make_server(CORS_ALLOW_ORIGINS="https://school.example")
+    url = f"{server.base_url}/api/exam-results/process"
+    preflight = httpx.options(
+        url,
+        headers={
+            "Origin": "https://school.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, idempotency-key",
+        },
+    )
+    assert preflight.status_code in (200, 204), preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "https://school.example"
+    response = server.submit(Origin="https://school.example")
+    assert response.status_code == 202
+    assert response.headers["access-control-allow-origin"] == "https://school.example"
+    assert "location" in response.headers["access-control-expose-headers"].lower()
+    other = server.submit(Origin="https://elsewhere.example")
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_no_cors_headers_unless_configured(server_session: ExamsServer) -> None:
+    response = httpx.get(f"{server_session.base_url}/api/exams", headers={"Origin": "https://school.example"})
+    assert "access-control-allow-origin" not in response.headers
