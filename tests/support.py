@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -34,6 +36,19 @@ SPEC_STEP_ORDER = (
 )
 
 MATH_ANSWERS = {"q1": "b", "q2": ["a", "c"], "q3": 3.14, "q4": True, "q5": "photosynthesis"}
+
+
+def json_lines(*texts: str) -> list[dict[str, Any]]:
+    """The JSON log records in some process logs (plain lines, e.g. a traceback's, are skipped)."""
+    records: list[dict[str, Any]] = []
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        records.append(record)
+    return records
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from sqlalchemy import CheckConstraint, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobs.progress import STEP_RANGES, JobStatus, Step, is_forward
+from jobs.progress import STEP_RANGES, Step, is_forward
 
 __all__ = ("ExamProcessingJob", "InvalidTransitionError", "WorkerHeartbeat", "utcnow")
 
@@ -76,11 +76,6 @@ class ExamProcessingJob(BigIntAuditBase):
     def is_finished(self) -> bool:
         """Whether the job is in a final state."""
         return self.status in ("completed", "failed")
-
-    @property
-    def job_status(self) -> JobStatus:
-        """``status`` typed for callers."""
-        return self.status  # type: ignore[return-value]
 
     def _advance(self, step: Step, progress: int) -> None:
         if self.is_finished:

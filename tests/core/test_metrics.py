@@ -8,7 +8,6 @@ required: a missing server fails, never skips.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -23,7 +22,17 @@ import redis
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import MATH_ANSWERS, ExamsServer, FakeAIProcess, Process, base_env, free_port, run_exams, sqlite_url
+from support import (
+    MATH_ANSWERS,
+    ExamsServer,
+    FakeAIProcess,
+    Process,
+    base_env,
+    free_port,
+    json_lines,
+    run_exams,
+    sqlite_url,
+)
 
 METRICS_REDIS_URL = os.environ.get("TEST_METRICS_REDIS_URL", "redis://127.0.0.1:6379/12")
 
@@ -315,15 +324,7 @@ def test_dramatiq_exporter_serves_the_shared_metrics(redis_stack: RedisStack) ->
 
 def _worker_log_records(stack: RedisStack) -> tuple[list[str], list[dict[str, object]]]:
     lines = [line for line in stack.worker.log().splitlines() if line.strip()]
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return lines, records
+    return lines, list(json_lines(stack.worker.log()))
 
 
 def test_worker_job_log_lines_carry_the_job_context(redis_stack: RedisStack, fake_ai_http: FakeAIProcess) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -39,6 +38,7 @@ from support import (
     Process,
     base_env,
     free_port,
+    json_lines,
     postgres_database,
 )
 
@@ -51,7 +51,6 @@ __all__ = (
     "Worker",
     "count_events",
     "db_rows",
-    "json_lines",
     "pg_address",
     "production_env",
     "rabbitmq_vhost",
@@ -538,17 +537,6 @@ def submit_many(server: ExamsServer, count: int, concurrency: int = 16) -> list[
 
     with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(one, range(count)))
-
-
-def json_lines(*texts: str) -> list[dict[str, Any]]:
-    """The JSON log records in some process logs (Dramatiq's plain start-up lines are skipped)."""
-    records: list[dict[str, Any]] = []
-    for text in texts:
-        for line in text.splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    records.append(json.loads(line))
-    return records
 
 
 def count_events(records: Iterable[Mapping[str, Any]], event: str) -> Counter[str]:

@@ -25,7 +25,7 @@ from jobs.models import ExamProcessingJob
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 from jobs.progress import step_index
 from jobs.services import JobService, Submission
-from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, sqlite_url
+from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -47,16 +47,9 @@ def assert_never_backwards(seen: list[dict[str, Any]]) -> None:
 
 def log_events(server: ExamsServer, event: str, job_id: str | None = None) -> list[dict[str, Any]]:
     """The server's JSON log lines with this ``event`` (and ``job_id``)."""
-    found = []
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        wanted = isinstance(record, dict) and record.get("event") == event
-        if wanted and (job_id is None or record.get("job_id") == job_id):
-            found.append(record)
-    return found
+    return [
+        r for r in json_lines(server.log()) if r.get("event") == event and (job_id is None or r.get("job_id") == job_id)
+    ]
 
 
 @pytest.fixture(scope="module")

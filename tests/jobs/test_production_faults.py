@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,20 +20,15 @@ from production_support import (
     Stack,
     count_events,
     db_rows,
-    json_lines,
     pg_address,
     production_env,
     via_proxy,
     wait_until,
 )
 
+from support import json_lines
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        yield running
 
 
 def _job(database_url: str, job_id: str) -> dict[str, Any]:

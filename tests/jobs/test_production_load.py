@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from production_support import Stack, count_events, db_rows, production_env, submit_many, wait_until
@@ -18,12 +16,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 SUBMISSIONS = 500
 MAX_RETRIES = 3
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        yield running
 
 
 def test_500_submissions_on_two_workers_each_end_exactly_once(stack: Stack) -> None:

@@ -6,20 +6,11 @@ it never sees another run's ``exams`` queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from production_support import Stack, count_events, production_env, rabbitmq_vhost
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        yield running
 
 
 def test_rabbitmq_submit_to_completed_and_ready(stack: Stack) -> None:

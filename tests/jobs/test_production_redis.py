@@ -8,9 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,25 +16,18 @@ from production_support import (
     Stack,
     count_events,
     db_rows,
-    json_lines,
     production_env,
     submit_many,
     via_proxy,
     wait_until,
 )
 
-from support import MATH_ANSWERS
+from support import MATH_ANSWERS, json_lines
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 CONCURRENT = 10
 UNSENT = 80
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        yield running
 
 
 def test_same_idempotency_key_from_concurrent_requests_creates_one_job(stack: Stack) -> None:

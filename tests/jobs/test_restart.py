@@ -6,7 +6,6 @@ the first wait in the in-memory queue that a stop loses: only the database remem
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import time
@@ -17,7 +16,7 @@ from uuid import UUID
 import pytest
 
 from jobs.progress import step_index
-from support import ExamsServer, FakeAIProcess, base_env, sqlite_url
+from support import ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +37,7 @@ def running(server: ExamsServer) -> ExamsServer:
 
 
 def log_records(server: ExamsServer) -> list[dict[str, Any]]:
-    records = []
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return json_lines(server.log())
 
 
 def completed_events(server: ExamsServer, job_id: str) -> int:

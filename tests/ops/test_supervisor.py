@@ -10,7 +10,6 @@ PostgreSQL and Redis are required: these tests fail, never skip, when either is 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -27,7 +26,16 @@ import httpx
 import pytest
 import redis
 
-from support import MATH_ANSWERS, REPO, SAMPLE_CATALOG, FakeAIProcess, free_port, postgres_database, run_exams
+from support import (
+    MATH_ANSWERS,
+    REPO,
+    SAMPLE_CATALOG,
+    FakeAIProcess,
+    free_port,
+    json_lines,
+    postgres_database,
+    run_exams,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -210,17 +218,8 @@ class Stack:
 
     def job_events(self, job_id: str, event: str) -> list[dict[str, Any]]:
         """JSON log lines of the workers for one job and one event name."""
-        found = []
-        for line in self.log("worker").splitlines():
-            if job_id not in line or event not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == event and record.get("job_id") == job_id:
-                found.append(record)
-        return found
+        records = json_lines(self.log("worker"))
+        return [r for r in records if r.get("event") == event and r.get("job_id") == job_id]
 
     def submit(self) -> str:
         body = {"exam_code": "MATH-101", "student_id": "s-1042", "answers": MATH_ANSWERS}
