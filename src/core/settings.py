@@ -1,71 +1,143 @@
-"""Settings of SPEC.md, read once from the environment and ``.env`` and validated at start-up.
+"""Settings of SPEC.md, declared once, read from the environment and ``.env`` and validated at start-up.
 
-A bad value raises :class:`SettingsError` naming the setting; the CLI prints that one line
-and exits, so a misconfigured process never half-starts.
+:class:`Settings` is the one declaration: each field carries its type, default, constraints and
+description. :func:`load_settings` converts the raw strings generically from those declarations
+(``msgspec.convert``); nothing here is written per setting. A bad value raises
+:class:`SettingsError`, one line naming the setting in its environment spelling; the CLI prints
+that line and exits, so a misconfigured process never half-starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+import msgspec
 from dotenv import dotenv_values
+from msgspec import Meta, inspect
 
-__all__ = ("Settings", "SettingsError", "get_settings", "load_settings")
+__all__ = ("Settings", "SettingsError", "load_settings", "settings_reference")
 
 QueueConnection = Literal["embedded", "redis", "rabbitmq"]
 LogFormat = Literal["json", "console"]
+
+#: Workers refresh a running job's heartbeat at least this often (seconds).
+_HEARTBEAT_SECONDS = 2.0
 
 
 class SettingsError(ValueError):
     """Raised when a setting is missing or has a value the product cannot use."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Every setting of the product (names as in SPEC.md, lower-cased)."""
+# --- declaration helpers: constraints and loading hints live in ``Meta`` ----------------------
+#
+# ``Meta.extra`` carries the hints the loader needs beyond msgspec's own constraints:
+#   schemes  -- URL schemes accepted (case-insensitive, as ``urlsplit`` reads them)
+#   wildcard -- a value also accepted verbatim (``*`` for CORS origins)
+#   rstrip   -- characters stripped from the end (trailing ``/`` of HTTP base URLs)
+#   choices  -- accepted values of a ``str`` field, matched case-insensitively
+#   secret   -- never echo the value in an error
 
-    database_url: str = "sqlite+aiosqlite:///./var/exams.db"
-    """SQLAlchemy async URL: SQLite for a laptop, ``postgresql+asyncpg://`` in production."""
-    queue_connection: QueueConnection = "embedded"
-    """``embedded`` (in-process worker), ``redis`` or ``rabbitmq``."""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    ai_api_enabled: bool = True
-    """``False``: rule-based recommendations and no AI call."""
-    ai_api_timeout: float = 60.0
-    """Seconds allowed for one AI request."""
-    ai_api_base_url: str = ""
-    """OpenAI-compatible base URL (``…/v1``); empty means the built-in fake AI, in process."""
-    ai_api_key: str = ""
-    ai_api_model: str = "gpt-4o-mini"
-    job_max_retries: int = 3
-    """Retries after a transient failure (so at most ``1 + job_max_retries`` attempts)."""
-    job_retention_days: int = 7
-    job_retry_backoff: float = 2.0
-    """Seconds before the first retry; doubled each time (JOB_RETRY_BACKOFF)."""
-    job_time_limit: float = 300.0
-    """Seconds one attempt may run before it is stopped and retried (JOB_TIME_LIMIT)."""
-    job_stale_after: float = 60.0
-    """A ``processing`` job whose heartbeat is older than this is stalled (JOB_STALE_AFTER)."""
-    admin_username: str = "admin"
-    admin_password: str = ""
-    secret_key: str = ""
-    log_format: LogFormat = "json"
-    log_level: str = "INFO"
-    prometheus_multiproc_dir: str = ""
-    fake_ai_latency: float = 3.0
-    """Latency of the built-in fake AI used when ``AI_API_BASE_URL`` is empty (FAKE_AI_LATENCY)."""
-    cors_allow_origins: tuple[str, ...] = ()
-    """Browser origins allowed to call the API from another site (CORS_ALLOW_ORIGINS, comma-separated)."""
-    worker_threads: int = 16
-    """Worker threads of the embedded worker (WORKER_THREADS); each holds one job."""
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+def _url(*schemes: str, wildcard: str | None = None, rstrip: str = "") -> Meta:
+    alternatives = "|".join(re.escape(s) for s in schemes)
+    pattern = rf"^(?i:{alternatives}):"
+    if wildcard is not None:
+        pattern = rf"^{re.escape(wildcard)}$|{pattern}"
+    return Meta(pattern=pattern, extra={"schemes": schemes, "wildcard": wildcard, "rstrip": rstrip})
+
+
+def _choices(*values: str) -> Meta:
+    return Meta(pattern=rf"^(?:{'|'.join(re.escape(v) for v in values)})$", extra={"choices": values})
+
+
+def _doc(description: str) -> Meta:
+    return Meta(description=description)
+
+
+_SECRET = Meta(extra={"secret": True})
+
+HttpUrl = Annotated[str, _url("http", "https", rstrip="/")]
+CorsOrigin = Annotated[str, _url("http", "https", wildcard="*", rstrip="/")]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of the product (names as in SPEC.md, lower-cased; upper-cased in the environment)."""
+
+    database_url: Annotated[
+        str,
+        _url("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"),
+        _doc("SQLAlchemy async URL: SQLite for a laptop, `postgresql+asyncpg://…` in production"),
+    ] = "sqlite+aiosqlite:///./var/exams.db"
+    queue_connection: Annotated[
+        QueueConnection,
+        _doc("`embedded` (in-process worker, one process), `redis` or `rabbitmq`"),
+    ] = "embedded"
+    redis_url: Annotated[str, _url("redis", "rediss", "unix"), _doc("broker when `QUEUE_CONNECTION=redis`")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    rabbitmq_url: Annotated[str, _url("amqp", "amqps"), _doc("broker when `QUEUE_CONNECTION=rabbitmq`")] = (
+        "amqp://guest:guest@127.0.0.1:5672/"
+    )
+    ai_api_enabled: Annotated[bool, _doc("`false`: rule-based recommendations, no AI call")] = True
+    ai_api_timeout: Annotated[float, Meta(ge=0.1), _doc("seconds for one AI request")] = 60.0
+    ai_api_base_url: Annotated[
+        HttpUrl,
+        _doc("OpenAI-compatible base URL (`…/v1`); empty means the built-in fake AI, in process"),
+    ] = ""
+    ai_api_key: Annotated[str, _SECRET, _doc("bearer key of the AI API")] = ""
+    ai_api_model: Annotated[str, _doc("model name asked of the AI API")] = "gpt-4o-mini"
+    job_max_retries: Annotated[
+        int, Meta(ge=0), _doc("retries after a transient failure (so at most `1 + JOB_MAX_RETRIES` attempts)")
+    ] = 3
+    job_retention_days: Annotated[
+        int, Meta(ge=1), _doc("finished jobs older than this many days are deleted daily by `exams scheduler`")
+    ] = 7
+    job_retry_backoff: Annotated[float, Meta(ge=0), _doc("seconds before the first retry, doubled each time")] = 2.0
+    job_time_limit: Annotated[
+        float, Meta(ge=1), _doc("seconds one attempt may run before it is stopped and retried")
+    ] = 300.0
+    job_stale_after: Annotated[
+        float,
+        Meta(ge=5),
+        _doc("seconds after which a processing job whose heartbeat is older is stalled and re-sent"),
+    ] = 60.0
+    admin_username: Annotated[str, _doc("dashboard login name")] = "admin"
+    admin_password: Annotated[str, _SECRET, _doc("dashboard password (`exams demo` generates and prints one)")] = ""
+    secret_key: Annotated[
+        str,
+        Meta(min_length=16),
+        _SECRET,
+        _doc("signs sessions and CSRF tokens (at least 16 characters; `exams demo` generates one)"),
+    ] = ""
+    log_format: Annotated[LogFormat, _doc("structlog renderer: `json` or `console`")] = "json"
+    log_level: Annotated[
+        str, _choices("DEBUG", "INFO", "WARNING", "ERROR"), _doc("`debug`, `info`, `warning` or `error`")
+    ] = "INFO"
+    prometheus_multiproc_dir: Annotated[
+        str,
+        _doc("directory shared by web and worker processes of one host for metrics (created if missing)"),
+    ] = ""
+    fake_ai_latency: Annotated[
+        float, Meta(ge=0), _doc("seconds the built-in fake AI takes (only when `AI_API_BASE_URL` is empty)")
+    ] = 3.0
+    cors_allow_origins: Annotated[
+        tuple[CorsOrigin, ...],
+        _doc("comma-separated browser origins (e.g. `https://school.example`) that may call the API; empty: no CORS"),
+    ] = ()
+    worker_threads: Annotated[
+        int, Meta(ge=1), _doc("threads of the embedded worker (`exams serve` with `QUEUE_CONNECTION=embedded`)")
+    ] = 16
+
+    def __post_init__(self) -> None:
+        if self.job_stale_after <= 2 * _HEARTBEAT_SECONDS:
+            msg = f"JOB_STALE_AFTER must be more than {2 * _HEARTBEAT_SECONDS:g} seconds (two heartbeats)"
+            raise SettingsError(msg)
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,140 +146,175 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced (tests and the demo use it)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return msgspec.structs.replace(self, **changes)
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# --- the declaration, as msgspec sees it -------------------------------------------------------
 
 
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    msg = f"{name} must be true or false, got {raw!r}"
-    raise SettingsError(msg)
+def _unwrap(tp: inspect.Type) -> tuple[inspect.Type, Mapping[str, Any], str]:
+    """The bare type, the merged ``Meta.extra`` hints, and the description of a declared type."""
+    if isinstance(tp, inspect.Metadata):
+        description = (tp.extra_json_schema or {}).get("description", "")
+        return tp.type, tp.extra or {}, str(description)
+    return tp, {}, ""
 
 
-def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        msg = f"{name} must be {kind}, got {raw!r}"
-        raise SettingsError(msg) from None
-    if not value >= minimum:  # also false for NaN
-        msg = f"{name} must be at least {minimum:g}, got {raw!r}"
-        raise SettingsError(msg)
-    return value
+@cache
+def _fields() -> dict[str, inspect.Field]:
+    info = inspect.type_info(Settings)
+    assert isinstance(info, inspect.StructType)
+    return {f.name: f for f in info.fields}
 
 
-def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
-    value = raw.strip().lower()
-    if value not in choices:
-        msg = f"{name} must be one of {', '.join(choices)}, got {raw!r}"
-        raise SettingsError(msg)
-    return value
+@cache
+def _literal_order() -> dict[frozenset[object], tuple[object, ...]]:
+    """Literal values in declared order (msgspec's ``LiteralType`` sorts them), for error messages."""
+    found: dict[frozenset[object], tuple[object, ...]] = {}
+
+    def walk(annotation: object) -> None:
+        if get_origin(annotation) is Literal:
+            found[frozenset(get_args(annotation))] = get_args(annotation)
+        for arg in get_args(annotation):
+            walk(arg)
+
+    for annotation in get_type_hints(Settings, include_extras=True).values():
+        walk(annotation)
+    return found
 
 
-def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+def _env_name(field_name: str) -> str:
+    return field_name.upper()
+
+
+def _as_text(value: object) -> str:
+    """A value in the spelling one writes in ``.env``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """``(ENV_NAME, default as written in .env, description)`` for every setting, in declaration order."""
+    return [(_env_name(f.name), _as_text(f.default), _unwrap(f.type)[2]) for f in _fields().values()]
+
+
+# --- loading: raw strings -> declared types ----------------------------------------------------
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _choices_of(tp: inspect.Type, hints: Mapping[str, Any]) -> tuple[str, ...] | None:
+    if isinstance(tp, inspect.LiteralType):
+        return tuple(str(v) for v in _literal_order().get(frozenset(tp.values), tp.values))
+    choices = hints.get("choices")
+    return tuple(choices) if choices is not None else None
+
+
+def _prepare(declared: inspect.Type, raw: str) -> object:
+    """Turn one raw string into what ``msgspec.convert(..., strict=False)`` accepts for ``declared``.
+
+    Keyed on the declared type: free text (a ``str`` with no pattern) is kept verbatim; everything
+    else is stripped; booleans accept yes/no/on/off; choices match case-insensitively; tuples are
+    comma-separated. A value that does not fit is passed on unchanged for msgspec to reject.
+    """
+    tp, hints, _ = _unwrap(declared)
+    if isinstance(tp, inspect.VarTupleType):
+        return [_prepare(tp.item_type, item) for item in raw.split(",") if item.strip()]
+    if isinstance(tp, inspect.StrType) and tp.pattern is None:
+        return raw
     value = raw.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in schemes:
-        msg = f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {_redact(value)!r}"
-        raise SettingsError(msg)
+    if isinstance(tp, inspect.BoolType):
+        return _BOOLS.get(value.lower(), raw)
+    choices = _choices_of(tp, hints)
+    if choices is not None:
+        return next((c for c in choices if c.lower() == value.lower()), raw)
+    if rstrip := hints.get("rstrip"):
+        value = value.rstrip(rstrip)
     return value
+
+
+# --- errors: msgspec's ValidationError -> one sentence naming the variable ----------------------
+
+_AT = re.compile(r"^(?P<detail>.*) - at `\$\.(?P<field>\w+)(?:\[(?P<index>\d+)\])?`$")
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
+def _bounds(tp: inspect.IntType | inspect.FloatType) -> str:
+    parts = [
+        f"{word} {bound:g}"
+        for word, bound in (("at least", tp.ge), ("more than", tp.gt), ("at most", tp.le), ("less than", tp.lt))
+        if bound is not None
+    ]
+    return " and ".join(parts)
+
+
+def _requirement(tp: inspect.Type, hints: Mapping[str, Any], detail: str) -> str:
+    """What the value must do, from the declared type and which check msgspec reports failing."""
+    wrong_type = ", got `" in detail
+    if isinstance(tp, inspect.BoolType):
+        return "be true or false"
+    if isinstance(tp, inspect.IntType):
+        return "be a whole number" if wrong_type else f"be {_bounds(tp)}"
+    if isinstance(tp, inspect.FloatType):
+        return "be a number" if wrong_type else f"be {_bounds(tp)}"
+    choices = _choices_of(tp, hints)
+    if choices is not None:
+        return f"be one of {', '.join(c.lower() for c in choices)}"
+    if isinstance(tp, inspect.StrType):
+        if schemes := hints.get("schemes"):
+            start = f"start with {' or '.join(s + '://' for s in schemes)}"
+            return f"be {hints['wildcard']} or {start}" if hints.get("wildcard") else start
+        if tp.min_length is not None and "of length" in detail:
+            return f"be at least {tp.min_length} characters long"
+    return f"be valid ({detail})"
+
+
+def _settings_error(error: msgspec.ValidationError, source: Mapping[str, object], raw: Mapping[str, str]) -> str:
+    message = str(error)
+    at = _AT.match(message)
+    if at is None or at["field"] not in _fields():
+        return message  # raised by Settings.__post_init__: already a sentence naming the setting
+    name = at["field"]
+    tp, hints, _ = _unwrap(_fields()[name].type)
+    got: object = raw[name]
+    if at["index"] is not None and isinstance(tp, inspect.VarTupleType):
+        items = source[name]
+        assert isinstance(items, list)
+        got = items[int(at["index"])]
+        tp, hints, _ = _unwrap(tp.item_type)
+    sentence = f"{_env_name(name)} must {_requirement(tp, hints, at['detail'])}"
+    secret = hints.get("secret") or _unwrap(_fields()[name].type)[1].get("secret")
+    if secret:
+        return sentence
+    return f"{sentence}, got {_redact(str(got))!r}"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Build settings from ``environ`` (default: ``os.environ``) over the values of ``.env``."""
+    """Build settings from ``environ`` (default: ``os.environ``) over the values of ``.env``.
+
+    An empty value means the default.
+    """
     source: dict[str, str] = {}
     dotenv = env_file if env_file is not None else Path(".env")
     if dotenv.is_file():
         source.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
     source.update(os.environ if environ is None else environ)
 
-    def get(name: str) -> str | None:
-        value = source.get(name)
-        return value if value not in (None, "") else None
-
-    kwargs: dict[str, object] = {}
-    if (raw := get("DATABASE_URL")) is not None:
-        kwargs["database_url"] = _url(
-            "DATABASE_URL", raw, ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg")
-        )
-    if (raw := get("QUEUE_CONNECTION")) is not None:
-        kwargs["queue_connection"] = _choice("QUEUE_CONNECTION", raw, ("embedded", "redis", "rabbitmq"))
-    if (raw := get("REDIS_URL")) is not None:
-        kwargs["redis_url"] = _url("REDIS_URL", raw, ("redis", "rediss", "unix"))
-    if (raw := get("RABBITMQ_URL")) is not None:
-        kwargs["rabbitmq_url"] = _url("RABBITMQ_URL", raw, ("amqp", "amqps"))
-    if (raw := get("AI_API_ENABLED")) is not None:
-        kwargs["ai_api_enabled"] = _bool("AI_API_ENABLED", raw)
-    if (raw := get("AI_API_TIMEOUT")) is not None:
-        kwargs["ai_api_timeout"] = _number("AI_API_TIMEOUT", raw, minimum=0.1)
-    if (raw := get("AI_API_BASE_URL")) is not None:
-        kwargs["ai_api_base_url"] = _url("AI_API_BASE_URL", raw, ("http", "https")).rstrip("/")
-    if (raw := get("AI_API_KEY")) is not None:
-        kwargs["ai_api_key"] = raw
-    if (raw := get("AI_API_MODEL")) is not None:
-        kwargs["ai_api_model"] = raw
-    if (raw := get("JOB_MAX_RETRIES")) is not None:
-        kwargs["job_max_retries"] = int(_number("JOB_MAX_RETRIES", raw, minimum=0, integer=True))
-    if (raw := get("JOB_RETENTION_DAYS")) is not None:
-        kwargs["job_retention_days"] = int(_number("JOB_RETENTION_DAYS", raw, minimum=1, integer=True))
-    if (raw := get("JOB_RETRY_BACKOFF")) is not None:
-        kwargs["job_retry_backoff"] = _number("JOB_RETRY_BACKOFF", raw, minimum=0)
-    if (raw := get("JOB_TIME_LIMIT")) is not None:
-        kwargs["job_time_limit"] = _number("JOB_TIME_LIMIT", raw, minimum=1)
-    if (raw := get("JOB_STALE_AFTER")) is not None:
-        kwargs["job_stale_after"] = _number("JOB_STALE_AFTER", raw, minimum=5)
-    if (raw := get("ADMIN_USERNAME")) is not None:
-        kwargs["admin_username"] = raw
-    if (raw := get("ADMIN_PASSWORD")) is not None:
-        kwargs["admin_password"] = raw
-    if (raw := get("SECRET_KEY")) is not None:
-        if len(raw) < 16:
-            msg = "SECRET_KEY must be at least 16 characters long"
-            raise SettingsError(msg)
-        kwargs["secret_key"] = raw
-    if (raw := get("LOG_FORMAT")) is not None:
-        kwargs["log_format"] = _choice("LOG_FORMAT", raw, ("json", "console"))
-    if (raw := get("LOG_LEVEL")) is not None:
-        kwargs["log_level"] = _choice("LOG_LEVEL", raw, ("debug", "info", "warning", "error")).upper()
-    if (raw := get("PROMETHEUS_MULTIPROC_DIR")) is not None:
-        kwargs["prometheus_multiproc_dir"] = raw
-    if (raw := get("FAKE_AI_LATENCY")) is not None:
-        kwargs["fake_ai_latency"] = _number("FAKE_AI_LATENCY", raw, minimum=0)
-    if (raw := get("CORS_ALLOW_ORIGINS")) is not None:
-        origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-        for origin in origins:
-            if origin != "*":
-                _url("CORS_ALLOW_ORIGINS", origin, ("http", "https"))
-        kwargs["cors_allow_origins"] = origins
-    if (raw := get("WORKER_THREADS")) is not None:
-        kwargs["worker_threads"] = int(_number("WORKER_THREADS", raw, minimum=1, integer=True))
-    settings = Settings(**kwargs)  # type: ignore[arg-type]
-    if settings.job_stale_after <= 2 * _HEARTBEAT_SECONDS:
-        msg = f"JOB_STALE_AFTER must be more than {2 * _HEARTBEAT_SECONDS:g} seconds (two heartbeats)"
-        raise SettingsError(msg)
-    return settings
-
-
-#: Workers refresh a running job's heartbeat at least this often (seconds).
-_HEARTBEAT_SECONDS = 2.0
-
-
-@cache
-def get_settings() -> Settings:
-    """Return the process's settings, read once."""
-    return load_settings()
+    raw = {name: value for name in _fields() if (value := source.get(_env_name(name)))}
+    data = {name: _prepare(_fields()[name].type, value) for name, value in raw.items()}
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_settings_error(exc, data, raw)) from None

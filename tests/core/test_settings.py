@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Settings, SettingsError, load_settings, settings_reference
 from support import EXAMS
+
+DEPLOYMENT_DOC = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
 
 
 @pytest.fixture
@@ -161,6 +163,157 @@ def test_the_default_dotenv_is_the_one_in_the_working_directory(
     (tmp_path / ".env").write_text("AI_API_MODEL=cwd-model\n")
     monkeypatch.chdir(tmp_path)
     assert load_settings({}).ai_api_model == "cwd-model"
+
+
+# --- the declaration: every field, its string form, its reference ----------------------------
+
+#: One non-default value per setting, as written in the environment, and the value it must become.
+#: Keyed by the declaration: a new field without an entry here (or without a working conversion) fails.
+FROM_THE_ENVIRONMENT: dict[str, tuple[str, object]] = {
+    "DATABASE_URL": ("postgresql+psycopg://u:pw@db/exams", "postgresql+psycopg://u:pw@db/exams"),
+    "QUEUE_CONNECTION": (" RabbitMQ ", "rabbitmq"),
+    "REDIS_URL": ("rediss://cache:6380/1", "rediss://cache:6380/1"),
+    "RABBITMQ_URL": ("amqps://mq/vhost", "amqps://mq/vhost"),
+    "AI_API_ENABLED": ("off", False),
+    "AI_API_TIMEOUT": ("3.5", 3.5),
+    "AI_API_BASE_URL": ("http://127.0.0.1:9000/v1/", "http://127.0.0.1:9000/v1"),
+    "AI_API_KEY": ("sk-abc", "sk-abc"),
+    "AI_API_MODEL": ("gpt-test", "gpt-test"),
+    "JOB_MAX_RETRIES": (" 0 ", 0),
+    "JOB_RETENTION_DAYS": ("30", 30),
+    "JOB_RETRY_BACKOFF": ("0.5", 0.5),
+    "JOB_TIME_LIMIT": ("120", 120.0),
+    "JOB_STALE_AFTER": ("6", 6.0),
+    "ADMIN_USERNAME": ("root", "root"),
+    "ADMIN_PASSWORD": (" spaced pw ", " spaced pw "),  # free text is kept verbatim
+    "SECRET_KEY": ("0123456789abcdef", "0123456789abcdef"),
+    "LOG_FORMAT": ("Console", "console"),
+    "LOG_LEVEL": ("warning", "WARNING"),
+    "PROMETHEUS_MULTIPROC_DIR": ("/tmp/prom", "/tmp/prom"),
+    "FAKE_AI_LATENCY": ("0", 0.0),
+    "CORS_ALLOW_ORIGINS": (
+        "https://school.example/, http://localhost:5173 ,,*",
+        ("https://school.example", "http://localhost:5173", "*"),
+    ),
+    "WORKER_THREADS": ("4", 4),
+}
+
+REFERENCE_NAMES = [name for name, _, _ in settings_reference()]
+
+
+def test_the_reference_lists_every_field_once() -> None:
+    assert [name.upper() for name in Settings.__struct_fields__] == REFERENCE_NAMES
+    assert set(FROM_THE_ENVIRONMENT) == set(REFERENCE_NAMES)
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_every_setting_is_read_from_its_string_form(no_env: Path, name: str) -> None:
+    if name not in FROM_THE_ENVIRONMENT:
+        pytest.fail(f"{name} is declared but FROM_THE_ENVIRONMENT has no example of it")
+    raw, expected = FROM_THE_ENVIRONMENT[name]
+    value = getattr(load_settings({name: raw}, env_file=no_env), name.lower())
+    assert value == expected
+    assert type(value) is type(expected)
+    assert value != getattr(Settings(), name.lower()), "the example must differ from the default"
+
+
+def test_the_reference_defaults_read_back_as_the_defaults(no_env: Path) -> None:
+    environ = {name: default for name, default, _ in settings_reference() if default}
+    assert load_settings(environ, env_file=no_env) == Settings()
+
+
+def test_every_setting_has_a_description_and_is_documented() -> None:
+    doc = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    for name, _, description in settings_reference():
+        assert description, f"{name} has no description"
+        assert f"`{name}`" in doc, f"{name} is missing from docs/deployment.md"
+
+
+def test_with_overrides_returns_a_changed_copy(no_env: Path) -> None:
+    settings = load_settings({}, env_file=no_env)
+    changed = settings.with_overrides(ai_api_timeout=1.0, log_format="console")
+    assert (changed.ai_api_timeout, changed.log_format) == (1.0, "console")
+    assert (settings.ai_api_timeout, settings.log_format) == (60.0, "json")
+    with pytest.raises(SettingsError, match="JOB_STALE_AFTER must be more than 4 seconds"):
+        settings.with_overrides(job_stale_after=4.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("QUEUE_CONNECTION", "kafka", "QUEUE_CONNECTION must be one of embedded, redis, rabbitmq, got 'kafka'"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of json, console, got 'xml'"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of debug, info, warning, error, got 'loud'"),
+        ("AI_API_TIMEOUT", "0", "AI_API_TIMEOUT must be at least 0.1, got '0'"),
+        ("AI_API_TIMEOUT", "nan", "AI_API_TIMEOUT must be at least 0.1, got 'nan'"),
+        ("JOB_RETENTION_DAYS", "0", "JOB_RETENTION_DAYS must be at least 1, got '0'"),
+        ("WORKER_THREADS", "0", "WORKER_THREADS must be at least 1, got '0'"),
+        ("JOB_STALE_AFTER", "3", "JOB_STALE_AFTER must be at least 5, got '3'"),
+        ("AI_API_TIMEOUT", "abc", "AI_API_TIMEOUT must be a number, got 'abc'"),
+        ("JOB_MAX_RETRIES", "abc", "JOB_MAX_RETRIES must be a whole number, got 'abc'"),
+        ("JOB_MAX_RETRIES", "2.5", "JOB_MAX_RETRIES must be a whole number, got '2.5'"),
+        ("AI_API_ENABLED", "maybe", "AI_API_ENABLED must be true or false, got 'maybe'"),
+        (
+            "DATABASE_URL",
+            "mysql://x",
+            "DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg:// or postgresql+psycopg://,"
+            " got 'mysql://x'",
+        ),
+        ("REDIS_URL", "http://h", "REDIS_URL must start with redis:// or rediss:// or unix://, got 'http://h'"),
+        ("AI_API_BASE_URL", "ftp://ai", "AI_API_BASE_URL must start with http:// or https://, got 'ftp://ai'"),
+        (
+            "CORS_ALLOW_ORIGINS",
+            "https://ok.example, ftp://bad",
+            "CORS_ALLOW_ORIGINS must be * or start with http:// or https://, got 'ftp://bad'",
+        ),
+        ("SECRET_KEY", "short", "SECRET_KEY must be at least 16 characters long"),
+    ],
+)
+def test_the_error_is_one_sentence_naming_the_variable(no_env: Path, name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value}, env_file=no_env)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("DATABASE_URL", "postgresql://exams:s3cr3t-pw@db/exams"),
+        ("REDIS_URL", "http://:s3cr3t-pw@cache:6379/0"),
+        ("RABBITMQ_URL", "redis://user:s3cr3t-pw@mq:5672/"),
+    ],
+)
+def test_a_bad_url_is_shown_with_its_password_redacted(no_env: Path, name: str, url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: url}, env_file=no_env)
+    message = str(caught.value)
+    assert message.startswith(f"{name} must start with ")
+    assert "s3cr3t-pw" not in message
+    assert ":***@" in message
+
+
+def test_a_short_secret_key_is_not_echoed(no_env: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"SECRET_KEY": "hunter2"}, env_file=no_env)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_environment_wins_over_dotenv_for_every_kind_of_setting(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "AI_API_ENABLED=false\nAI_API_TIMEOUT=5\nLOG_LEVEL=debug\nCORS_ALLOW_ORIGINS=https://a.example\n"
+        "WORKER_THREADS=2\nAI_API_KEY=from-dotenv\n"
+    )
+    from_file = load_settings({}, env_file=dotenv)
+    assert (from_file.ai_api_enabled, from_file.ai_api_timeout, from_file.log_level) == (False, 5.0, "DEBUG")
+    assert (from_file.cors_allow_origins, from_file.worker_threads) == (("https://a.example",), 2)
+    environ = {"AI_API_ENABLED": "true", "AI_API_TIMEOUT": "7", "CORS_ALLOW_ORIGINS": "*", "WORKER_THREADS": "3"}
+    mixed = load_settings(environ, env_file=dotenv)
+    assert (mixed.ai_api_enabled, mixed.ai_api_timeout, mixed.cors_allow_origins) == (True, 7.0, ("*",))
+    assert mixed.worker_threads == 3
+    assert (mixed.log_level, mixed.ai_api_key) == ("DEBUG", "from-dotenv")  # still from .env
+    # an empty value in the environment means unset: the default, as before this rewrite
+    assert load_settings({"WORKER_THREADS": ""}, env_file=dotenv).worker_threads == 16
 
 
 # --- through the command line ------------------------------------------------------------------
