@@ -18,10 +18,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from core.db import create_engine, run_migrations  # noqa: E402
+from core.db import Database  # noqa: E402
 from core.settings import load_settings  # noqa: E402
-from jobs.broker import create_broker  # noqa: E402
 from jobs.monitoring import MonitoringCache  # noqa: E402
+from server.migrate import run_migrations  # noqa: E402
+from server.wiring import Wiring  # noqa: E402
 from support import postgres_database  # noqa: E402
 
 FILL = """
@@ -50,13 +51,14 @@ async def main(rows: int, repeat: int, url: str) -> None:
 
     settings = load_settings({"DATABASE_URL": url, "QUEUE_CONNECTION": "embedded"})
     await asyncio.to_thread(run_migrations, settings)
-    engine = create_engine(settings)
+    database = Database.from_settings(settings)
+    engine = database.engine
     started = time.perf_counter()
     async with engine.begin() as conn:
         await conn.execute(text(FILL), {"rows": rows})
         await conn.execute(text("ANALYZE exam_processing_jobs"))
     fill_seconds = time.perf_counter() - started
-    cache = MonitoringCache(engine, create_broker(settings), settings)
+    cache = MonitoringCache(database, Wiring(settings).broker(worker=False)[0], settings)
 
     async def select_one() -> None:
         async with engine.connect() as conn:
@@ -66,7 +68,7 @@ async def main(rows: int, repeat: int, url: str) -> None:
     first = await _time(cache._take, 1)  # counts every status, the completed ones included
     snapshot_ms = await _time(cache._take, repeat)  # then completed comes from its slower cache
     snap = await cache._take()
-    await engine.dispose()
+    await database.dispose()
     print(f"\n{rows:,} job rows (filled in {fill_seconds:.1f} s); {repeat} uncached snapshots")
     print(f"jobs by status: {snap.jobs}")
     print(f"{'query':<40} {'median ms':>10} {'max ms':>8} {'vs SELECT 1':>12}")

@@ -6,9 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from exams.definitions import Grading
-
-__all__ = ("Priority", "Recommendation", "RecommendationRequest")
+__all__ = ("GradeSummary", "Priority", "Recommendation", "RecommendationRequest", "TopicScore")
 
 Priority = Literal["high", "medium", "low"]
 
@@ -21,6 +19,25 @@ class Recommendation(msgspec.Struct, frozen=True):
     text: str
 
 
+class TopicScore(msgspec.Struct, frozen=True):
+    """How the student did on one topic (the AI sees topics, never single answers)."""
+
+    topic: str
+    score: float
+    max_score: float
+    percentage: float
+
+
+class GradeSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The grade the recommendations are about (any richer grading converts to it by field name)."""
+
+    score: float
+    max_score: float
+    percentage: float
+    passed: bool
+    topics: list[TopicScore]
+
+
 class RecommendationRequest(msgspec.Struct, frozen=True):
     """What the recommendations are about; carries no student id and no answers."""
 
@@ -28,4 +45,4 @@ class RecommendationRequest(msgspec.Struct, frozen=True):
     exam_title: str
     #: The student's language (``en`` or ``ar``; a region such as ``ar-EG`` is fine).
     locale: str
-    grading: Grading
+    grading: GradeSummary

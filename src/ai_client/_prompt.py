@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ai_client._models import RecommendationRequest
-from exams.definitions import Grading, TopicScore
+from ai_client._models import GradeSummary, RecommendationRequest, TopicScore
 
 __all__ = ("MAX_TOPICS", "Language", "build_messages", "language_of", "weakest_topics")
 
@@ -38,10 +37,10 @@ def language_of(locale: str) -> Language:
     return "ar" if re.split(r"[-_]", locale.strip().lower(), maxsplit=1)[0] == "ar" else "en"
 
 
-def weakest_topics(grading: Grading, limit: int = MAX_TOPICS) -> list[TopicScore]:
+def weakest_topics(grading: GradeSummary, limit: int = MAX_TOPICS) -> list[TopicScore]:
     """Topics under 100 %, weakest first (ties keep exam order), at most ``limit``."""
     imperfect = [topic for topic in grading.topics if topic.percentage < 100]
-    return sorted(imperfect, key=lambda topic: topic.percentage)[:limit]
+    return sorted(imperfect, key=lambda topic: topic.percentage)[: max(limit, 0)]
 
 
 def build_messages(request: RecommendationRequest) -> list[dict[str, str]]:

@@ -1,4 +1,10 @@
-"""Database engines, sessions and migrations for SQLite (embedded) and PostgreSQL (production)."""
+"""Database engines and sessions for SQLite (embedded) and PostgreSQL (production).
+
+:class:`Database` is what every part of the product is handed (by the composition root in
+``server``): one engine, its session factory and an autocommit reader. SQLAlchemy's async
+connections belong to the event loop that opened them, so each event loop (the web app's, the
+embedded worker's, a heartbeat thread's) gets its own :class:`Database`.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from advanced_alchemy.extensions.litestar import (
-    AlembicAsyncConfig,
-    AsyncSessionConfig,
-    SQLAlchemyAsyncConfig,
-)
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import Settings
 
-__all__ = ("alchemy_config", "create_engine", "run_migrations", "schema_revisions", "session_scope")
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+__all__ = ("Database", "create_engine")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,67 +57,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncConfig:
-    """Build advanced-alchemy's config (Litestar plugin and Alembic) around ``engine``."""
-    return SQLAlchemyAsyncConfig(
-        engine_instance=engine,
-        before_send_handler="autocommit",
-        session_config=AsyncSessionConfig(expire_on_commit=False),
-        alembic_config=AlembicAsyncConfig(
-            script_location=str(MIGRATIONS_DIR),
-            version_table_name="alembic_version",
-            render_as_batch=settings.is_sqlite,
-        ),
-    )
+class Database:
+    """One engine, its session factory and an autocommit reader, for one event loop."""
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        #: Reads outside a transaction: one round trip per lookup (no BEGIN/COMMIT), for hot reads.
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-@asynccontextmanager
-async def session_scope(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """Yield a session that commits on success and rolls back on error (workers, CLI)."""
-    maker = async_sessionmaker(engine, expire_on_commit=False)
-    async with maker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """A new engine for ``DATABASE_URL``."""
+        return cls(create_engine(settings))
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session that commits on success and rolls back on error (workers, CLI, scheduler)."""
+        async with self.sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
 
-def run_migrations(settings: Settings, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (blocking; call outside a running event loop)."""
-    from alembic import command
-    from alembic.config import Config
-
-    import jobs.models  # noqa: F401  (registers the tables on the shared metadata)
-
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["database_url"] = settings.database_url
-    command.upgrade(cfg, revision)
-
-
-def schema_revisions(settings: Settings) -> tuple[str | None, str]:
-    """The database's current Alembic revision (``None`` when never migrated) and the code's head."""
-    import asyncio
-
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(cfg).get_current_head() or ""
-
-    async def current() -> str | None:
-        engine = create_engine(settings)
-        try:
-            async with engine.connect() as conn:
-                return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(current()), head
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ("configure_logging", "get_logger")
+__all__ = ("configure_logging",)
 
 _SECRET_KEYS = frozenset(
     {"password", "api_key", "ai_api_key", "secret_key", "authorization", "token", "answers", "cookie"}
@@ -70,8 +70,3 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "dramatiq", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-
-
-def get_logger(name: str | None = None) -> Any:
-    """Return a structlog logger."""
-    return structlog.get_logger(name)

@@ -8,7 +8,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.errors import (
@@ -20,6 +20,7 @@ from core.errors import (
     ServiceUnavailableError,
     problem_type,
 )
+from core.retry import is_connection_problem
 from i18n import Locale, gettext, negotiate
 
 __all__ = ("PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_response", "request_locale")
@@ -81,17 +82,9 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _app_error(request, mapped)
 
 
-def _is_connection_problem(exc: Exception) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | OSError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc.orig, ConnectionError | OSError)
-    return False
-
-
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     summary = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-    if not _is_connection_problem(exc):
+    if not is_connection_problem(exc):
         # The database answered and refused the statement: our bug, not an outage.
         log.error("database refused a statement", error=summary, path=request.url.path)
         return _app_error(request, AppError())
@@ -110,7 +103,6 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     AppError: _app_error,
     ClientError: _app_error,
     HTTPException: _http_error,
-    OperationalError: _database_error,
     DBAPIError: _database_error,
     PoolTimeoutError: _database_error,
     Exception: _unexpected,

@@ -7,7 +7,6 @@ would cost a query per request. Entries live a few seconds, so a catalog reload 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,21 +16,24 @@ from exams.services import ExamService
 __all__ = ("ExamCache",)
 
 TTL_SECONDS = 5.0
+MAX_ENTRIES = 10_000
 
 
 class ExamCache:
-    """Per-application cache: ``app.state.exam_cache`` maps code to (expiry, definition)."""
+    """Exam code to (expiry, definition); one per web application."""
 
-    @staticmethod
-    async def get(app: Any, session: AsyncSession, code: str) -> ExamDefinition | None:
+    def __init__(self, ttl: float = TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, ExamDefinition | None]] = {}
+
+    async def get(self, session: AsyncSession, code: str) -> ExamDefinition | None:
         """Return the exam definition for ``code`` (``None`` if unknown), cached briefly."""
-        cache: dict[str, tuple[float, ExamDefinition | None]] = app.state.setdefault("exam_cache", {})
         now = time.monotonic()
-        hit = cache.get(code)
+        hit = self._entries.get(code)
         if hit is not None and hit[0] > now:
             return hit[1]
         definition = await ExamService(session=session).get_definition(code)
-        if len(cache) > 10_000:
-            cache.clear()
-        cache[code] = (now + TTL_SECONDS, definition)
+        if len(self._entries) > MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[code] = (now + self.ttl, definition)
         return definition

@@ -28,7 +28,6 @@ __all__ = (
     "grade",
     "normalize_text",
     "validate_answers",
-    "weakest_topics",
 )
 
 #: Longest short_text answer a student may send (characters).
@@ -188,12 +187,6 @@ def grade(exam: ExamDefinition, answers: Mapping[str, object]) -> Grading:
         topics=topics,
         questions=graded,
     )
-
-
-def weakest_topics(grading: Grading, limit: int = 3) -> list[TopicScore]:
-    """Return up to ``limit`` topics below 100 %, weakest first (ties keep exam order)."""
-    below = [topic for topic in grading.topics if topic.percentage < 100]
-    return sorted(below, key=lambda topic: topic.percentage)[: max(limit, 0)]
 
 
 def correct_answers(exam: ExamDefinition) -> dict[str, AnswerValue]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from litestar import Request, get
@@ -16,19 +14,6 @@ from core.web import request_locale
 from i18n import SUPPORTED_LOCALES, catalog_keys, direction, gettext
 
 __all__ = ("page_messages", "student_page")
-
-_STATIC_DIR = Path(__file__).resolve().parents[1] / "core" / "static"
-_ASSETS = ("css/app.css", "js/student.js")
-
-
-@cache
-def _asset_version() -> str:
-    # A content hash in the asset URLs, so a new release is never served stale CSS/JS.
-    digest = hashlib.sha256()
-    for name in _ASSETS:
-        path = _STATIC_DIR / name
-        digest.update(path.read_bytes() if path.exists() else name.encode())
-    return digest.hexdigest()[:12]
 
 
 @cache
@@ -61,7 +46,6 @@ async def student_page(request: Request[Any, Any, Any]) -> Template:
             "t": translate,
             "locales": [(code, gettext(f"page.lang.{code}", code)) for code in SUPPORTED_LOCALES],
             "messages_json": _messages_json(locale),
-            "asset_version": _asset_version(),
         },
         headers={"Content-Language": locale, "Cache-Control": "no-store", "Vary": "Accept-Language"},
     )

@@ -12,12 +12,10 @@ from i18n._catalog import (
     SUPPORTED_LOCALES,
     Locale,
     catalog_keys,
-    current_locale,
     direction,
     gettext,
     localized,
     negotiate,
-    set_locale,
 )
 
 __all__ = (
@@ -25,10 +23,8 @@ __all__ = (
     "SUPPORTED_LOCALES",
     "Locale",
     "catalog_keys",
-    "current_locale",
     "direction",
     "gettext",
     "localized",
     "negotiate",
-    "set_locale",
 )

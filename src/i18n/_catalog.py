@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -16,19 +15,16 @@ __all__ = (
     "SUPPORTED_LOCALES",
     "Locale",
     "catalog_keys",
-    "current_locale",
     "direction",
     "gettext",
     "localized",
     "negotiate",
-    "set_locale",
 )
 
 Locale = Literal["en", "ar"]
 SUPPORTED_LOCALES: tuple[Locale, ...] = ("en", "ar")
 DEFAULT_LOCALE: Locale = "en"
 _LOCALES_DIR = Path(__file__).parent / "locales"
-_current: contextvars.ContextVar[Locale] = contextvars.ContextVar("locale", default=DEFAULT_LOCALE)
 
 
 @cache
@@ -82,16 +78,6 @@ def negotiate(query_lang: str | None, accept_language: str | None) -> Locale:
     return DEFAULT_LOCALE
 
 
-def set_locale(locale: Locale) -> contextvars.Token[Locale]:
-    """Make ``locale`` the current one for this context (request or task)."""
-    return _current.set(locale)
-
-
-def current_locale() -> Locale:
-    """Return the locale of the current context (English when none was set)."""
-    return _current.get()
-
-
 def direction(locale: str) -> Literal["ltr", "rtl"]:
     """Return the text direction of ``locale``."""
     return "rtl" if BabelLocale.parse(locale).text_direction == "rtl" else "ltr"
@@ -108,7 +94,7 @@ def gettext(key: str, locale: str | None = None, /, **params: Any) -> str:
     A key missing from the locale falls back to English, then to the key itself, so a
     missing translation never breaks a response (a test keeps the catalogs complete).
     """
-    loc = locale or _current.get()
+    loc = locale or DEFAULT_LOCALE
     entry = _catalog(loc).get(key)
     if entry is None:
         entry = _catalog(DEFAULT_LOCALE).get(key, key)

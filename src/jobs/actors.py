@@ -1,54 +1,34 @@
 """The Dramatiq actor that runs one exam job, and sending it a job.
 
 The actor stays thin: it binds the job to the log context, calls the pipeline, and turns the
-pipeline's :class:`~jobs.pipeline.RetryLater` into Dramatiq's ``Retry`` with its delay.
+pipeline's :class:`~jobs.pipeline.RetryLater` into Dramatiq's ``Retry`` with its delay. What it
+runs jobs with (database, AI client) comes from the runtime factory the composition root hands
+to :func:`declare_actors`; it is called once per event loop, on the loop that runs the jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from collections.abc import Callable
 from uuid import UUID
 
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
-from sqlalchemy.exc import DBAPIError, OperationalError
 
+from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds
 from core.settings import Settings
 from jobs.broker import JOB_ACTOR_NAME, QUEUE_NAME
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 
-__all__ = ("declare_actors", "send_job", "set_runtime_factory")
+__all__ = ("DATABASE_RETRIES", "JobActor", "declare_actors", "send_job")
 
 log = structlog.get_logger("jobs.actors")
 
-_runtime: PipelineRuntime | None = None
-_runtime_lock = threading.Lock()
-_runtime_loop: asyncio.AbstractEventLoop | None = None
-_factory: Any = None
-
-
-def set_runtime_factory(factory: Any) -> None:
-    """Set the callable that builds this process's :class:`PipelineRuntime` (on the worker's loop)."""
-    global _factory, _runtime
-    _factory = factory
-    _runtime = None
-
-
-def _get_runtime() -> PipelineRuntime:
-    global _runtime, _runtime_loop
-    loop = asyncio.get_running_loop()
-    with _runtime_lock:
-        if _runtime is None or _runtime_loop is not loop:
-            if _factory is None:
-                from jobs.runtime import build_runtime
-
-                set_runtime_factory(build_runtime)
-            _runtime = _factory()
-            _runtime_loop = loop
-        return _runtime
+#: Redeliveries while the database is unreachable before the message is dropped (the job's row,
+#: once the database is back, is found by the reconciler anyway).
+DATABASE_RETRIES = 40
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
@@ -60,40 +40,60 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     return isinstance(exc, TimeLimitExceeded) and retries < 20
 
 
-#: Redeliveries while the database is unreachable before the message is dropped (the job's row,
-#: once the database is back, is found by the reconciler anyway).
-DATABASE_RETRIES = 40
+class JobActor:
+    """Runs jobs with a :class:`PipelineRuntime` built on the worker's event loop."""
 
+    def __init__(self, runtime_factory: Callable[[], PipelineRuntime] | None) -> None:
+        self._factory = runtime_factory
+        self._runtime: PipelineRuntime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
 
-async def process_exam(job_id: str) -> None:
-    """Run or resume one exam job."""
-    structlog.contextvars.clear_contextvars()
-    try:
-        await run_job(_get_runtime(), UUID(job_id))
-    except RetryLater as exc:
-        raise dramatiq.Retry(str(exc), delay=int(exc.delay * 1000)) from None
-    except (OperationalError, DBAPIError, OSError) as exc:
-        # The database is away before the job could even be claimed or released.
-        message = CurrentMessage.get_current_message()
-        retries = int(message.options.get("retries", 0)) if message is not None else 0
-        # exam_code, step and attempt are in the database, which cannot be read right now.
-        log.warning(
-            "exam processing waiting for the database",
-            job_id=job_id,
-            exam_code=None,
-            step=None,
-            attempt=None,
-            error=type(exc).__name__,
-        )
-        if retries >= DATABASE_RETRIES:
-            raise
-        raise dramatiq.Retry("database unavailable", delay=min(2000 * 2**retries, 60_000)) from None
-    finally:
+    def runtime(self) -> PipelineRuntime:
+        """This loop's runtime (built at first use)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._runtime is None or self._loop is not loop:
+                if self._factory is None:
+                    msg = "this process only sends jobs; it has no runtime to run them"
+                    raise RuntimeError(msg)
+                self._runtime = self._factory()
+                self._loop = loop
+            return self._runtime
+
+    async def process_exam(self, job_id: str) -> None:
+        """Run or resume one exam job."""
         structlog.contextvars.clear_contextvars()
+        try:
+            await run_job(self.runtime(), UUID(job_id))
+        except RetryLater as exc:
+            raise dramatiq.Retry(str(exc), delay=int(exc.delay * 1000)) from None
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            # The database is away before the job could even be claimed or released.
+            message = CurrentMessage.get_current_message()
+            retries = int(message.options.get("retries", 0)) if message is not None else 0
+            # exam_code, step and attempt are in the database, which cannot be read right now.
+            log.warning(
+                "exam processing waiting for the database",
+                job_id=job_id,
+                exam_code=None,
+                step=None,
+                attempt=None,
+                error=type(exc).__name__,
+            )
+            if retries >= DATABASE_RETRIES:
+                raise
+            delay = backoff_seconds(retries + 1, base=2.0, cap=60.0, jitter=False)
+            raise dramatiq.Retry("database unavailable", delay=int(delay * 1000)) from None
+        finally:
+            structlog.contextvars.clear_contextvars()
 
 
-def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
-    """Declare the job actor on ``broker``."""
+def declare_actors(
+    broker: dramatiq.Broker, settings: Settings, runtime_factory: Callable[[], PipelineRuntime] | None = None
+) -> JobActor:
+    """Declare the job actor on ``broker``; without ``runtime_factory`` the process can only send."""
+    holder = JobActor(runtime_factory)
     dramatiq.actor(
         actor_name=JOB_ACTOR_NAME,
         queue_name=QUEUE_NAME,
@@ -102,7 +102,8 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
         retry_when=_retry_when,
         # A backstop above the pipeline's own per-attempt limit (which records a clear error).
         time_limit=int((settings.job_time_limit + 60) * 1000),
-    )(process_exam)
+    )(holder.process_exam)
+    return holder
 
 
 def send_job(broker: dramatiq.Broker, job_id: UUID) -> None:

@@ -1,4 +1,4 @@
-"""The one place where ``QUEUE_CONNECTION`` picks the Dramatiq broker, and the job actor on it.
+"""The one place where ``QUEUE_CONNECTION`` picks the Dramatiq broker.
 
 ``embedded`` is Dramatiq's in-memory ``StubBroker`` worked by threads of the web process;
 ``redis`` and ``rabbitmq`` are the real brokers shared by any number of worker hosts. Actors
@@ -9,11 +9,11 @@ keeps ``--threads`` jobs (AI calls included) in flight at once.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterable
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AsyncIO, CurrentMessage
+from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from core.settings import Settings
 
@@ -23,11 +23,10 @@ QUEUE_NAME = "exams"
 JOB_ACTOR_NAME = "process_exam"
 
 
-def create_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker:
-    """Create the broker for ``settings``, make it Dramatiq's global one, and declare the actor.
+def create_broker(settings: Settings, middleware: Iterable[Middleware] = ()) -> dramatiq.Broker:
+    """Create the broker for ``settings`` with the product's middleware (and ``middleware``).
 
-    ``worker``: this process consumes jobs (``exams worker``, or the embedded web process), so
-    it also reports its heartbeat and, with ``PROMETHEUS_MULTIPROC_DIR``, Dramatiq's own metrics.
+    It is also made Dramatiq's global broker, which Dramatiq's worker command looks up.
     """
     broker: dramatiq.Broker
     if settings.queue_connection == "redis":
@@ -46,20 +45,7 @@ def create_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broke
         broker = StubBroker()
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
-    if worker or settings.queue_connection == "embedded":
-        from jobs.heartbeat import WorkerHeartbeats
-
-        broker.add_middleware(WorkerHeartbeats(settings))
-    if worker and settings.queue_connection != "embedded" and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Dramatiq's own metrics into the shared directory, so the web app's /metrics shows them;
-        # its exporter also serves them on dramatiq_prom_port (9191) for workers on other hosts.
-        os.environ.setdefault("dramatiq_prom_db", os.environ["PROMETHEUS_MULTIPROC_DIR"])
-        from dramatiq.middleware.prometheus import Prometheus
-
-        broker.add_middleware(Prometheus())
+    for extra in middleware:
+        broker.add_middleware(extra)
     dramatiq.set_broker(broker)
-
-    from jobs.actors import declare_actors
-
-    declare_actors(broker, settings)
     return broker

@@ -16,9 +16,8 @@ from uuid import UUID
 import anyio.to_thread
 import dramatiq
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import session_scope
+from core.db import Database
 from core.settings import Settings
 from jobs.actors import send_job
 from jobs.models import ExamProcessingJob
@@ -63,7 +62,7 @@ def _send_all(broker: dramatiq.Broker, jobs: Sequence[JobRef]) -> list[UUID]:
 
 
 async def dispatch(
-    broker: dramatiq.Broker, engine: AsyncEngine, jobs: Sequence[JobRef], *, presumed_sent: bool = False
+    broker: dramatiq.Broker, database: Database, jobs: Sequence[JobRef], *, presumed_sent: bool = False
 ) -> list[UUID]:
     """Send messages for ``jobs`` (off the event loop) and record which reached the broker.
 
@@ -76,17 +75,17 @@ async def dispatch(
     if presumed_sent:
         unsent = [ref.job_id for ref in jobs if ref.job_id not in set(sent)]
         if unsent:
-            async with session_scope(engine) as session:
+            async with database.transaction() as session:
                 await JobService(session=session).mark_unsent(unsent)
     elif sent:
-        async with session_scope(engine) as session:
+        async with database.transaction() as session:
             await JobService(session=session).mark_enqueued(sent)
     return sent
 
 
-async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Settings) -> int:
+async def reconcile(broker: dramatiq.Broker, database: Database, settings: Settings) -> int:
     """Re-send jobs that no worker will pick up; return how many were sent."""
-    async with session_scope(engine) as session:
+    async with database.transaction() as session:
         service = JobService(session=session)
         jobs = await service.needing_dispatch(stale_after=settings.job_stale_after, unsent_after=UNSENT_AFTER_SECONDS)
         # Free stalled jobs first (a conditional write: a worker that woke up keeps its job), so
@@ -99,7 +98,7 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
         refs = [JobRef.of(job) for job in jobs if job.status == "pending"] + freed
     sent = await anyio.to_thread.run_sync(_send_all, broker, refs)
     if sent:
-        async with session_scope(engine) as session:
+        async with database.transaction() as session:
             await JobService(session=session).mark_enqueued(sent)
     for ref in freed:
         log.warning("exam processing stalled, re-sent", **ref.log_fields())
@@ -108,16 +107,16 @@ async def reconcile(broker: dramatiq.Broker, engine: AsyncEngine, settings: Sett
     return len(sent)
 
 
-async def requeue_unfinished(broker: dramatiq.Broker, engine: AsyncEngine) -> int:
+async def requeue_unfinished(broker: dramatiq.Broker, database: Database) -> int:
     """Embedded start-up: the in-memory queue is empty, so send every unfinished job again."""
-    async with session_scope(engine) as session:
+    async with database.transaction() as session:
         jobs = await JobService(session=session).unfinished()
         for job in jobs:
             if job.status == "processing":
                 job.heartbeat_at = None
             job.enqueued_at = None
     refs = [JobRef.of(job) for job in jobs]
-    sent = await dispatch(broker, engine, refs) if refs else []
+    sent = await dispatch(broker, database, refs) if refs else []
     if refs:
         log.info("unfinished jobs picked up again", count=len(sent), of=len(refs))
     return len(sent)

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import dramatiq
@@ -19,7 +20,7 @@ import structlog
 from dramatiq.middleware import Middleware
 from sqlalchemy import delete, select
 
-from core.db import create_engine, session_scope
+from core.db import Database
 from core.settings import Settings
 from jobs.models import WorkerHeartbeat, utcnow
 
@@ -37,8 +38,9 @@ log = structlog.get_logger("jobs.heartbeat")
 class WorkerHeartbeats(Middleware):
     """Dramatiq middleware: a thread per worker process refreshing its heartbeat row."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, database_factory: Callable[[], Database]) -> None:
         self.settings = settings
+        self._database_factory = database_factory
         self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,21 +65,21 @@ class WorkerHeartbeats(Middleware):
         asyncio.run(self._beat_forever(threads))
 
     async def _beat_forever(self, threads: int) -> None:
-        engine = create_engine(self.settings)
+        database = self._database_factory()
         try:
             while not self._stop.is_set():
                 try:
-                    await self._beat(engine, threads)
+                    await self._beat(database, threads)
                 except Exception as exc:  # noqa: BLE001  (the database may be away; keep trying)
                     log.warning("worker heartbeat failed", error=f"{type(exc).__name__}: {exc}"[:300])
                 await self._sleep(HEARTBEAT_SECONDS)
             try:
-                async with session_scope(engine) as session:
+                async with database.transaction() as session:
                     await session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == self.worker_id))
             except Exception:  # noqa: BLE001
                 log.warning("worker heartbeat row not removed", worker_id=self.worker_id)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     async def _sleep(self, seconds: float) -> None:
         # Short naps rather than a thread-pool wait: nothing to cancel at interpreter exit.
@@ -85,9 +87,9 @@ class WorkerHeartbeats(Middleware):
         while not self._stop.is_set() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110  (a threading.Event, set from another thread)
             await asyncio.sleep(0.25)
 
-    async def _beat(self, engine: object, threads: int) -> None:
+    async def _beat(self, database: Database, threads: int) -> None:
         now = utcnow()
-        async with session_scope(engine) as session:  # type: ignore[arg-type]
+        async with database.transaction() as session:
             row = (
                 await session.execute(select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == self.worker_id))
             ).scalar_one_or_none()

@@ -19,8 +19,9 @@ import dramatiq
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import Database
 from core.settings import Settings
 from jobs.broker import QUEUE_NAME
 from jobs.heartbeat import LIVE_SECONDS
@@ -72,8 +73,8 @@ def queue_counts(broker: dramatiq.Broker) -> dict[str, int]:
 class MonitoringCache:
     """Computes a :class:`Snapshot` at most every few seconds, however many scrapes arrive."""
 
-    def __init__(self, engine: AsyncEngine, broker: dramatiq.Broker, settings: Settings) -> None:
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, database: Database, broker: dramatiq.Broker, settings: Settings) -> None:
+        self.sessions = database.sessions
         self.broker = broker
         self.settings = settings
         self._snapshot: Snapshot | None = None

@@ -9,7 +9,6 @@ transient error, ``attempts`` not yet exhausted), which raises :class:`RetryLate
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,20 +18,23 @@ from uuid import UUID
 
 import msgspec
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from ai_client import (
     AIClient,
     AIPermanentError,
     AITransientError,
+    GradeSummary,
     RecommendationRequest,
     rule_based_recommendations,
 )
 from core import metrics
+from core.db import Database
+from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds
 from core.settings import Settings
-from exams.definitions import ExamDefinition, Grading
+from exams.definitions import ExamDefinition
 from exams.grading import grade, validate_answers
 from exams.services import ExamService
 from i18n import gettext, localized
@@ -60,6 +62,10 @@ class PermanentJobError(Exception):
     """Raised when a step failed for a reason a retry cannot fix (exam gone, invalid AI answer)."""
 
 
+#: Failures that end an attempt but not the job: it is retried while attempts remain.
+_RETRYABLE: tuple[type[BaseException], ...] = (TransientJobError, TimeoutError, *TRANSIENT_DATABASE_ERRORS)
+
+
 class RetryLater(Exception):
     """Raised when the job was released and must run again after ``delay`` seconds."""
 
@@ -73,12 +79,11 @@ class PipelineRuntime:
     """What a worker process needs to run jobs: settings, database, AI client."""
 
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     ai: AIClient | None
     _expected_ai_seconds: float = field(default=0.0)
 
     def __post_init__(self) -> None:
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         if not self._expected_ai_seconds:
             guess = self.settings.fake_ai_latency if not self.settings.ai_api_base_url else 35.0
             self._expected_ai_seconds = min(max(guess, 1.0), self.settings.ai_api_timeout)
@@ -94,9 +99,7 @@ class PipelineRuntime:
 
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
         """Back-off before the next attempt: exponential with jitter, at least ``Retry-After``."""
-        base = self.settings.job_retry_backoff * (2 ** max(attempts - 1, 0))
-        delay = min(base, 300.0) * random.uniform(1.0, 1.5)
-        return float(max(delay, retry_after or 0.0))
+        return backoff_seconds(attempts, base=self.settings.job_retry_backoff, cap=300.0, at_least=retry_after)
 
 
 class _JobRun:
@@ -131,16 +134,17 @@ class _JobRun:
     async def save_patiently(self, change: Callable[[ExamProcessingJob], None], within: float = 30.0) -> None:
         """Save what cannot be had again (a paid AI answer) through a short database outage."""
         deadline = time.monotonic() + within
-        delay = 0.5
+        tries = 0
         while True:
             try:
                 await self.save(change)
-            except (OperationalError, DBAPIError, OSError):
+            except TRANSIENT_DATABASE_ERRORS:
+                tries += 1
+                delay = backoff_seconds(tries, base=0.5, cap=5.0, jitter=False)
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("exam processing waiting for the database to store the AI answer")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             else:
                 return
 
@@ -166,7 +170,7 @@ class _JobRun:
 
 async def _validate(run: _JobRun) -> None:
     job = run.job
-    async with run.runtime.sessions() as session:
+    async with run.runtime.database.sessions() as session:
         exam = await ExamService(session=session).get_definition(job.exam_code)
     if exam is None:
         raise PermanentJobError(gettext("job.error.exam_missing", "en", code=job.exam_code))
@@ -192,7 +196,7 @@ async def _recommend(run: _JobRun) -> None:
     if job.recommendations is not None:
         return
     assert run.exam is not None
-    grading = msgspec.convert(job.grading, Grading)
+    grading = msgspec.convert(job.grading, GradeSummary)
     title = localized(run.exam.title, job.locale, run.exam.code)
     request = RecommendationRequest(exam_code=job.exam_code, exam_title=title, locale=job.locale, grading=grading)
     runtime = run.runtime
@@ -230,7 +234,7 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
             )
             try:
                 await run.save(partial(_raise_progress, value))
-            except (OperationalError, DBAPIError, OSError) as exc:
+            except TRANSIENT_DATABASE_ERRORS as exc:
                 # A database blip must not cost the AI answer on its way: keep waiting for it.
                 log.warning("exam processing progress not saved", error=type(exc).__name__)
 
@@ -311,7 +315,7 @@ async def _run_steps(run: _JobRun) -> None:
 async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
     """Run (or resume) one job; raise :class:`RetryLater` when it must run again later."""
     settings = runtime.settings
-    async with runtime.sessions() as session:
+    async with runtime.database.sessions() as session:
         service = JobService(session=session)
         job = await service.claim(job_id, stale_after=settings.job_stale_after)
         if job is None:
@@ -335,7 +339,7 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
         except StaleDataError:
             log.warning("exam processing abandoned", reason="job was taken over by another worker")
             return
-        except (TransientJobError, TimeoutError, OperationalError, DBAPIError, OSError) as exc:
+        except _RETRYABLE as exc:
             await _on_transient(run, _describe(exc, settings), getattr(exc, "retry_after", None))
         except PermanentJobError as exc:
             await _on_failure(run, str(exc))
@@ -370,7 +374,7 @@ async def _log_skipped(service: JobService, job_id: UUID, reason: str) -> None:
 def _describe(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TimeoutError) and not isinstance(exc, TransientJobError):
         return f"attempt stopped after the job time limit of {settings.job_time_limit:g} s"
-    if isinstance(exc, DBAPIError | OperationalError):
+    if isinstance(exc, DBAPIError):
         return f"database error: {type(exc.orig).__name__ if exc.orig else type(exc).__name__}"
     return str(exc) or type(exc).__name__
 
@@ -382,7 +386,7 @@ async def _on_transient(run: _JobRun, reason: str, retry_after: float | None) ->
         if not await run.recover():
             log.warning("exam processing abandoned", reason="job was taken over by another worker")
             return
-    except (OperationalError, DBAPIError, OSError):
+    except TRANSIENT_DATABASE_ERRORS:
         # The database is away: the heartbeat goes stale and the reconciler re-sends the job.
         log.warning("exam processing retry not recorded", error=reason)
         metrics.JOB_RETRIES.inc()

@@ -13,11 +13,12 @@ from typing import Any, Protocol, cast
 from uuid import UUID
 
 import msgspec
+from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
 from core.errors import IdempotencyConflictError
 from jobs.models import ExamProcessingJob, utcnow
@@ -68,16 +69,18 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     repository_type = Repo
 
+    def __init__(self, session: AsyncSession | async_scoped_session[AsyncSession], **kwargs: Any) -> None:
+        # Callers catch SQLAlchemy's own errors (IntegrityError, DBAPIError → 503/retry): don't wrap them.
+        kwargs.setdefault("wrap_exceptions", False)
+        kwargs.setdefault("auto_commit", False)
+        super().__init__(session=session, **kwargs)
+
     async def get_by_job_id(self, job_id: UUID) -> ExamProcessingJob | None:
-        """Return the job, or ``None`` (one unique-index lookup: the status endpoint's hot path)."""
-        stmt = select(ExamProcessingJob).where(ExamProcessingJob.job_id == job_id)
-        job: ExamProcessingJob | None = (await self.repository.session.execute(stmt)).scalar_one_or_none()
-        return job
+        """Return the job, or ``None`` (one unique-index lookup)."""
+        return await self.get_one_or_none(job_id=job_id)
 
     async def _by_idempotency_key(self, key: str) -> ExamProcessingJob | None:
-        stmt = select(ExamProcessingJob).where(ExamProcessingJob.idempotency_key == key)
-        job: ExamProcessingJob | None = (await self.repository.session.execute(stmt)).scalar_one_or_none()
-        return job
+        return await self.get_one_or_none(idempotency_key=key)
 
     async def submit(self, submission: Submission) -> tuple[ExamProcessingJob, bool]:
         """Store a new pending job, or return the earlier one for a repeated ``Idempotency-Key``.
@@ -98,12 +101,11 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             idempotency_key=key,
             request_fingerprint=fingerprint,
         )
-        session = self.repository.session
-        session.add(job)
         try:
-            await session.commit()
+            # The one method that commits; no refresh (all columns are known: no extra SELECT).
+            job = await self.create(job, auto_commit=True, auto_refresh=False)
         except IntegrityError:
-            await session.rollback()
+            await self.repository.session.rollback()
             if key is None:
                 raise
             existing = await self._by_idempotency_key(key)
@@ -132,6 +134,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         fresh = job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(seconds=stale_after)
         if job.status == "processing" and fresh:
             return None
+        # Changed in memory, not via update() (which flushes): the version check runs at the caller's commit.
         job.mark_processing(now)
         return job
 
@@ -139,6 +142,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         """Record that messages for these jobs reached the broker."""
         if not job_ids:
             return
+        # Hand-written: one UPDATE by a list of job ids; the library's update_many needs loaded rows.
         stmt = (
             update(ExamProcessingJob)
             .where(ExamProcessingJob.job_id.in_(job_ids))
@@ -151,6 +155,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         """Record that messages for these pending jobs did not reach the broker (the reconciler sends them)."""
         if not job_ids:
             return
+        # Hand-written: one conditional UPDATE by job ids; the library's update_many needs loaded rows.
         stmt = (
             update(ExamProcessingJob)
             .where(ExamProcessingJob.job_id.in_(job_ids), ExamProcessingJob.status == "pending")
@@ -161,6 +166,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     async def release_stalled(self, job_id: UUID, version: int, now: datetime | None = None) -> bool:
         """Free a stalled job for the next claim, unless it changed since it was read (its worker woke up)."""
+        # Hand-written: a compare-and-set UPDATE on the version read earlier; the library has none.
         stmt = (
             update(ExamProcessingJob)
             .where(
@@ -176,11 +182,13 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     async def list_recent(self, status: str | None = None, limit: int = 10) -> Sequence[ExamProcessingJob]:
         """The newest jobs, optionally of one status (the seed's ``SELECT … LIMIT 10``)."""
-        stmt = select(ExamProcessingJob).order_by(ExamProcessingJob.created_at.desc(), ExamProcessingJob.id.desc())
-        if status:
-            stmt = stmt.where(ExamProcessingJob.status == status)
-        result = await self.repository.session.execute(stmt.limit(limit))
-        return list(result.scalars().all())
+        by_status: dict[str, Any] = {"status": status} if status else {}
+        return await self.get_many(
+            OrderBy("created_at", "desc"),
+            OrderBy("id", "desc"),
+            LimitOffset(limit=limit, offset=0),
+            **by_status,
+        )
 
     async def needing_dispatch(
         self, *, stale_after: float, unsent_after: float, limit: int = 500, now: datetime | None = None
@@ -194,48 +202,37 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         unsent_cutoff = now - timedelta(seconds=unsent_after)
         resend_cutoff = now - timedelta(seconds=PENDING_RESEND_AFTER)
         stale_cutoff = now - timedelta(seconds=stale_after)
-        stmt = (
-            select(ExamProcessingJob)
-            .where(
+        due = or_(
+            and_(
+                ExamProcessingJob.status == "pending",
+                ExamProcessingJob.enqueued_at.is_(None),
+                ExamProcessingJob.created_at < unsent_cutoff,
+            ),
+            # A message lost after reaching the broker (a flushed Redis, a dropped
+            # dead letter): sent again; a duplicate is skipped by the claim.
+            and_(ExamProcessingJob.status == "pending", ExamProcessingJob.enqueued_at < resend_cutoff),
+            and_(
+                ExamProcessingJob.status == "processing",
                 or_(
+                    ExamProcessingJob.heartbeat_at < stale_cutoff,
+                    # Released for a retry: its message may wait behind a backlog, so
+                    # only a long silence means the message was lost.
                     and_(
-                        ExamProcessingJob.status == "pending",
-                        ExamProcessingJob.enqueued_at.is_(None),
-                        ExamProcessingJob.created_at < unsent_cutoff,
+                        ExamProcessingJob.heartbeat_at.is_(None),
+                        ExamProcessingJob.updated_at < resend_cutoff,
                     ),
-                    # A message lost after reaching the broker (a flushed Redis, a dropped
-                    # dead letter): sent again; a duplicate is skipped by the claim.
-                    and_(ExamProcessingJob.status == "pending", ExamProcessingJob.enqueued_at < resend_cutoff),
-                    and_(
-                        ExamProcessingJob.status == "processing",
-                        or_(
-                            ExamProcessingJob.heartbeat_at < stale_cutoff,
-                            # Released for a retry: its message may wait behind a backlog, so
-                            # only a long silence means the message was lost.
-                            and_(
-                                ExamProcessingJob.heartbeat_at.is_(None),
-                                ExamProcessingJob.updated_at < resend_cutoff,
-                            ),
-                        ),
-                    ),
-                )
-            )
-            .order_by(ExamProcessingJob.created_at)
-            .limit(limit)
+                ),
+            ),
         )
-        result = await self.repository.session.execute(stmt)
-        return list(result.scalars().all())
+        return await self.get_many(due, OrderBy("created_at", "asc"), LimitOffset(limit=limit, offset=0))
 
     async def unfinished(self, limit: int = 10_000) -> Sequence[ExamProcessingJob]:
         """Every pending or processing job, oldest first (embedded start-up recovery)."""
-        stmt = (
-            select(ExamProcessingJob)
-            .where(ExamProcessingJob.status.in_(("pending", "processing")))
-            .order_by(ExamProcessingJob.created_at)
-            .limit(limit)
+        return await self.get_many(
+            CollectionFilter("status", ("pending", "processing")),
+            OrderBy("created_at", "asc"),
+            LimitOffset(limit=limit, offset=0),
         )
-        result = await self.repository.session.execute(stmt)
-        return list(result.scalars().all())
 
     async def retry(self, job: ExamProcessingJob) -> ExamProcessingJob:
         """Send a failed job back to ``pending`` at the step that failed."""
@@ -244,6 +241,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     async def failed_job_ids(self, limit: int = 1000) -> Sequence[UUID]:
         """Ids of failed jobs, oldest first."""
+        # Hand-written: one column for up to 100 000 ids (retry --all); get_many would load whole rows.
         stmt = (
             select(ExamProcessingJob.job_id)
             .where(ExamProcessingJob.status == "failed")
@@ -254,7 +252,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         return list(result.scalars().all())
 
     @staticmethod
-    def _finished_before(cutoff: datetime) -> Any:
+    def _finished_before(cutoff: datetime) -> ColumnElement[bool]:
         return and_(
             ExamProcessingJob.completed_at < cutoff,
             ExamProcessingJob.status.in_(("completed", "failed")),
@@ -262,11 +260,11 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
 
     async def count_finished_before(self, cutoff: datetime) -> int:
         """How many finished jobs ended before ``cutoff``."""
-        stmt = select(func.count()).select_from(ExamProcessingJob).where(self._finished_before(cutoff))
-        return int((await self.repository.session.execute(stmt)).scalar_one())
+        return await self.count(self._finished_before(cutoff))
 
     async def delete_finished_batch(self, cutoff: datetime, batch_size: int) -> int:
         """Delete at most ``batch_size`` jobs that finished before ``cutoff``; return how many."""
+        # Hand-written: DELETE … IN (SELECT … LIMIT n); delete_where has no LIMIT and returns every row.
         ids = (
             select(ExamProcessingJob.id)
             .where(self._finished_before(cutoff))
@@ -319,5 +317,6 @@ _STATUS_QUERY = select(
 
 async def fetch_status(connection: AsyncConnection, job_id: UUID) -> JobStatusView | None:
     """The status columns of one job, read without the ORM (the status endpoint's hot path)."""
+    # Hand-written: Core select on the caller's autocommit connection, no ORM (hot path, see bench/run.py).
     row = (await connection.execute(_STATUS_QUERY.where(ExamProcessingJob.job_id == job_id))).first()
     return cast("JobStatusView | None", row)

@@ -17,8 +17,7 @@ import httpx
 import uvicorn
 from litestar.types import ASGIApp
 
-from ai_client import RecommendationRequest
-from exams.definitions import Grading, QuestionGrade, TopicScore
+from ai_client import GradeSummary, RecommendationRequest, TopicScore
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -88,12 +87,11 @@ def make_request(topics: list[tuple[str, float, float]], *, locale: str = "en") 
     scores = [TopicScore(name, score, top, round(100 * score / top, 1)) for name, score, top in topics]
     score = sum(t.score for t in scores)
     max_score = sum(t.max_score for t in scores) or 1
-    grading = Grading(
+    grading = GradeSummary(
         score=score,
         max_score=max_score,
         percentage=round(100 * score / max_score, 1),
         passed=score / max_score >= 0.6,
         topics=scores,
-        questions=[QuestionGrade("q1", correct=True, awarded=1, max=1)],
     )
     return RecommendationRequest("MATH-101", "Algebra basics", locale, grading)

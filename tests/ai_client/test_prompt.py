@@ -6,7 +6,7 @@ import json
 
 from fake_ai_support import make_request
 
-from ai_client import build_messages
+from ai_client import GradeSummary, TopicScore, build_messages, weakest_topics
 
 
 def test_system_message_asks_for_json_in_the_student_language() -> None:
@@ -55,3 +55,21 @@ def test_no_student_data_and_no_line_injection() -> None:
     assert "s-1042" not in text
     assert "answers" not in text
     assert sum(line.startswith("- ") for line in messages[1]["content"].splitlines()) == 1
+
+
+def _grading_with(*percentages: float) -> GradeSummary:
+    topics = [TopicScore(f"t{i}", p, 100.0, p) for i, p in enumerate(percentages)]
+    return GradeSummary(score=0.0, max_score=1.0, percentage=0.0, passed=False, topics=topics)
+
+
+def test_weakest_topics_sorted_ascending_and_stable() -> None:
+    weakest = weakest_topics(_grading_with(80.0, 20.0, 100.0, 50.0, 20.0))
+    assert [t.topic for t in weakest] == ["t1", "t4", "t3"]
+
+
+def test_weakest_topics_excludes_perfect_and_honours_limit() -> None:
+    assert weakest_topics(_grading_with(100.0, 100.0)) == []
+    assert [t.topic for t in weakest_topics(_grading_with(10.0, 20.0, 30.0), limit=1)] == ["t0"]
+    assert len(weakest_topics(_grading_with(10.0, 20.0, 30.0, 40.0, 0.0), limit=10)) == 5
+    assert weakest_topics(_grading_with(10.0), limit=0) == []
+    assert weakest_topics(_grading_with(10.0), limit=-1) == []

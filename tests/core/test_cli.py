@@ -19,20 +19,17 @@ from uuid import UUID
 import pytest
 from click.testing import CliRunner, Result
 
-from core.cli import main
-from core.db import create_engine, run_migrations, session_scope
-from core.settings import get_settings, load_settings
+from core.db import Database
+from core.settings import load_settings
 from jobs.models import ExamProcessingJob, utcnow
+from server.cli import main
+from server.migrate import run_migrations
 from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, Process, run_exams, sqlite_url
 
 
 def cli(args: list[str], env: dict[str, str], ok: bool = True) -> Result:
     """Run ``exams ARGS`` in process with ``env`` (settings are read afresh, as by a new process)."""
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, args, env=env)
-    finally:
-        get_settings.cache_clear()
+    result = CliRunner().invoke(main, args, env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     if ok:
@@ -54,9 +51,9 @@ def add_job(env: dict[str, str], tmp_path: Path) -> Callable[..., UUID]:
     settings = load_settings(env, env_file=tmp_path / "absent.env")
 
     async def insert(fields: dict[str, Any]) -> UUID:
-        engine = create_engine(settings)
+        database = Database.from_settings(settings)
         try:
-            async with session_scope(engine) as session:
+            async with database.transaction() as session:
                 job = ExamProcessingJob(exam_code="MATH-101", student_id="s-7", answers={"q1": "b", "q2": ["a"]})
                 for name, value in fields.items():
                     setattr(job, name, value)
@@ -64,7 +61,7 @@ def add_job(env: dict[str, str], tmp_path: Path) -> Callable[..., UUID]:
                 await session.flush()
                 return job.job_id
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     def add(**fields: Any) -> UUID:
         return asyncio.run(insert(fields))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from exams import grading as grading_module
 from exams.definitions import ExamDefinition, FieldError, Grading, QuestionDefinition, TopicScore
-from exams.grading import correct_answers, grade, normalize_text, validate_answers, weakest_topics
+from exams.grading import correct_answers, grade, normalize_text, validate_answers
 from i18n import catalog_keys, gettext
 
 ARABIC = re.compile("[\u0600-\u06ff]")
@@ -221,26 +221,6 @@ def test_topics_in_order_of_first_appearance() -> None:
     assert [t.topic for t in grade(exam, {}).topics] == ["geometry", "algebra"]
 
 
-# weakest_topics
-
-
-def _grading_with(*percentages: float) -> Grading:
-    topics = [TopicScore(f"t{i}", p, 100.0, p) for i, p in enumerate(percentages)]
-    return Grading(score=0.0, max_score=1.0, percentage=0.0, passed=False, topics=topics, questions=[])
-
-
-def test_weakest_topics_sorted_ascending_and_stable() -> None:
-    weakest = weakest_topics(_grading_with(80.0, 20.0, 100.0, 50.0, 20.0))
-    assert [t.topic for t in weakest] == ["t1", "t4", "t3"]
-
-
-def test_weakest_topics_excludes_perfect_and_honours_limit() -> None:
-    assert weakest_topics(_grading_with(100.0, 100.0)) == []
-    assert [t.topic for t in weakest_topics(_grading_with(10.0, 20.0, 30.0), limit=1)] == ["t0"]
-    assert len(weakest_topics(_grading_with(10.0, 20.0, 30.0, 40.0, 0.0), limit=10)) == 5
-    assert weakest_topics(_grading_with(10.0), limit=0) == []
-
-
 # validate_answers
 
 
@@ -443,7 +423,6 @@ def test_all_correct_answers_give_full_marks(exam: ExamDefinition) -> None:
     assert grading.passed
     assert grading.score == grading.max_score
     assert all(t.percentage == 100.0 for t in grading.topics)
-    assert weakest_topics(grading) == []
 
 
 @given(exams_with_answers())

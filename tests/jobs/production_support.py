@@ -415,16 +415,16 @@ def production_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[st
 
 
 async def _load_sample_catalog(settings: Any) -> None:
-    from core.db import create_engine, session_scope
+    from core.db import Database
     from exams.catalog import load_catalog_file
     from exams.services import ExamService
 
-    engine = create_engine(settings)
+    database = Database.from_settings(settings)
     try:
-        async with session_scope(engine) as session:
+        async with database.transaction() as session:
             await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 # --- One test's whole production set-up -----------------------------------------------------------
@@ -488,8 +488,8 @@ class Stack:
     def prepare(self, env: Mapping[str, str]) -> None:
         """Migrate the database and load the sample catalog (in this process: ``exams migrate`` and
         ``exams catalog load`` cost seconds of interpreter start-up each on a busy machine)."""
-        from core.db import run_migrations
         from core.settings import load_settings
+        from server.migrate import run_migrations
 
         settings = load_settings({"DATABASE_URL": env["DATABASE_URL"]})
         run_migrations(settings)

@@ -16,19 +16,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event, func, inspect, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.schema import CreateTable
 
-import core.cli  # noqa: F401  (before jobs.cli: importing that first fails, see test_jobs_cli_imports_alone)
 import exams.models
-import jobs.cli
-from core.db import create_engine, run_migrations, session_scope
+import jobs.maintenance
+from core.db import Database
 from core.errors import IdempotencyConflictError
 from core.settings import Settings, load_settings
-from jobs.cli import cleanup_finished
+from jobs.maintenance import cleanup_finished
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import PENDING_RESEND_AFTER, JobService, Submission
+from server.migrate import run_migrations
 from support import MATH_ANSWERS, sqlite_url
 
 assert exams.models  # registers the exams table on the shared metadata
@@ -46,10 +45,10 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(settings)
-    yield eng
-    await eng.dispose()
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database.from_settings(settings)
+    yield database
+    await database.dispose()
 
 
 def submission(key: str | None = None, student: str = "s-1", **answers: Any) -> Submission:
@@ -58,9 +57,9 @@ def submission(key: str | None = None, student: str = "s-1", **answers: Any) -> 
     )
 
 
-async def add_job(engine: AsyncEngine, **fields: Any) -> UUID:
+async def add_job(db: Database, **fields: Any) -> UUID:
     """Insert one job with some columns set directly (as a worker would have left it)."""
-    async with session_scope(engine) as session:
+    async with db.transaction() as session:
         job = ExamProcessingJob(exam_code="MATH-101", student_id="s-1", answers={"q1": "b"})
         for name, value in fields.items():
             setattr(job, name, value)
@@ -69,20 +68,9 @@ async def add_job(engine: AsyncEngine, **fields: Any) -> UUID:
         return job.job_id
 
 
-async def load_job(engine: AsyncEngine, job_id: UUID) -> ExamProcessingJob | None:
-    async with session_scope(engine) as session:
+async def load_job(db: Database, job_id: UUID) -> ExamProcessingJob | None:
+    async with db.transaction() as session:
         return await JobService(session=session).get_by_job_id(job_id)
-
-
-def test_jobs_cli_imports_alone() -> None:
-    """``jobs.cli`` (home of ``cleanup_finished``) must be importable on its own."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", "import jobs.cli"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr[-1500:]
 
 
 # --- the migration --------------------------------------------------------------------------
@@ -98,8 +86,8 @@ def _schema(connection: Connection) -> dict[str, Any]:
     }
 
 
-async def test_migration_creates_the_tables_and_indexes(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
+async def test_migration_creates_the_tables_and_indexes(db: Database) -> None:
+    async with db.engine.connect() as connection:
         schema = await connection.run_sync(_schema)
     assert {"exam_processing_jobs", "exams", "alembic_version"} <= schema["tables"]
     indexes = {tuple(ix["column_names"]): ix for ix in schema["indexes"]}
@@ -128,19 +116,19 @@ def _guid_on_sqlite(
     return None  # the default comparison
 
 
-async def test_migration_matches_the_models(engine: AsyncEngine) -> None:
+async def test_migration_matches_the_models(db: Database) -> None:
     def compare(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": _guid_on_sqlite})
         return list(compare_metadata(context, orm_registry.metadata))
 
-    async with engine.connect() as connection:
+    async with db.engine.connect() as connection:
         differences = await connection.run_sync(compare)
         assert differences == []
-        if engine.dialect.name == "sqlite":
+        if db.engine.dialect.name == "sqlite":
             ddl = (
                 await connection.exec_driver_sql(f"SELECT sql FROM sqlite_master WHERE name = '{TABLE}'")
             ).scalar_one()
-            wanted = CreateTable(ExamProcessingJob.__table__).compile(dialect=engine.dialect)  # type: ignore[arg-type]
+            wanted = CreateTable(ExamProcessingJob.__table__).compile(dialect=db.engine.dialect)  # type: ignore[arg-type]
             assert "job_id BINARY(16) NOT NULL" in ddl
             assert "job_id BINARY(16) NOT NULL" in str(wanted)
 
@@ -152,12 +140,12 @@ def test_migrating_twice_is_a_no_op(settings: Settings) -> None:
 # --- JobService ------------------------------------------------------------------------------
 
 
-async def test_submit_stores_a_pending_job(engine: AsyncEngine) -> None:
-    async with session_scope(engine) as session:
+async def test_submit_stores_a_pending_job(db: Database) -> None:
+    async with db.transaction() as session:
         job, created = await JobService(session=session).submit(submission(locale_note="x"))
         job_id = job.job_id
     assert created
-    stored = await load_job(engine, job_id)
+    stored = await load_job(db, job_id)
     assert stored is not None
     assert (stored.status, stored.progress, stored.current_step, stored.attempts) == ("pending", 0, "queued", 0)
     assert stored.answers == {"locale_note": "x"}
@@ -165,33 +153,33 @@ async def test_submit_stores_a_pending_job(engine: AsyncEngine) -> None:
     assert stored.created_at.tzinfo is not None
 
 
-async def test_idempotent_resubmit_returns_the_same_job(engine: AsyncEngine) -> None:
-    async with session_scope(engine) as session:
+async def test_idempotent_resubmit_returns_the_same_job(db: Database) -> None:
+    async with db.transaction() as session:
         first, created = await JobService(session=session).submit(submission("key-1"))
-    async with session_scope(engine) as session:
+    async with db.transaction() as session:
         again, created_again = await JobService(session=session).submit(submission("key-1"))
     assert created
     assert not created_again
     assert again.job_id == first.job_id
-    async with session_scope(engine) as session:
+    async with db.transaction() as session:
         count = (await session.execute(select(func.count()).select_from(ExamProcessingJob))).scalar_one()
     assert count == 1
 
 
-async def test_same_key_with_another_body_is_a_conflict(engine: AsyncEngine) -> None:
-    async with session_scope(engine) as session:
+async def test_same_key_with_another_body_is_a_conflict(db: Database) -> None:
+    async with db.transaction() as session:
         await JobService(session=session).submit(submission("key-2"))
     with pytest.raises(IdempotencyConflictError):
-        async with session_scope(engine) as session:
+        async with db.transaction() as session:
             await JobService(session=session).submit(submission("key-2", student="s-2"))
     with pytest.raises(IdempotencyConflictError):
-        async with session_scope(engine) as session:
+        async with db.transaction() as session:
             await JobService(session=session).submit(submission("key-2", q1="a"))
 
 
-async def test_concurrent_idempotent_submits_make_one_job(engine: AsyncEngine) -> None:
+async def test_concurrent_idempotent_submits_make_one_job(db: Database) -> None:
     async def submit() -> UUID:
-        async with session_scope(engine) as session:
+        async with db.transaction() as session:
             job, _ = await JobService(session=session).submit(submission("key-race"))
             return job.job_id
 
@@ -199,9 +187,9 @@ async def test_concurrent_idempotent_submits_make_one_job(engine: AsyncEngine) -
     assert len(set(ids)) == 1
 
 
-async def test_interleaved_claims_have_one_winner(engine: AsyncEngine) -> None:
-    job_id = await add_job(engine)
-    async with session_scope(engine) as one, session_scope(engine) as two:
+async def test_interleaved_claims_have_one_winner(db: Database) -> None:
+    job_id = await add_job(db)
+    async with db.transaction() as one, db.transaction() as two:
         first = await JobService(session=one).claim(job_id, stale_after=60)
         second = await JobService(session=two).claim(job_id, stale_after=60)
         assert first is not None
@@ -210,17 +198,17 @@ async def test_interleaved_claims_have_one_winner(engine: AsyncEngine) -> None:
         with pytest.raises(StaleDataError):
             await two.commit()
         await two.rollback()
-    stored = await load_job(engine, job_id)
+    stored = await load_job(db, job_id)
     assert stored is not None
     assert (stored.status, stored.attempts) == ("processing", 1)
 
 
-async def test_concurrent_claims_have_one_winner(engine: AsyncEngine) -> None:
-    job_id = await add_job(engine)
+async def test_concurrent_claims_have_one_winner(db: Database) -> None:
+    job_id = await add_job(db)
 
     async def claim() -> bool:
         try:
-            async with session_scope(engine) as session:
+            async with db.transaction() as session:
                 job = await JobService(session=session).claim(job_id, stale_after=60)
                 return job is not None
         except StaleDataError:
@@ -228,29 +216,29 @@ async def test_concurrent_claims_have_one_winner(engine: AsyncEngine) -> None:
 
     results = await asyncio.gather(claim(), claim(), claim())
     assert results.count(True) == 1, results
-    stored = await load_job(engine, job_id)
+    stored = await load_job(db, job_id)
     assert stored is not None
     assert stored.attempts == 1
 
 
-async def test_claim_leaves_a_live_job_alone_and_takes_a_stale_one(engine: AsyncEngine) -> None:
+async def test_claim_leaves_a_live_job_alone_and_takes_a_stale_one(db: Database) -> None:
     beat = utcnow()
-    job_id = await add_job(engine, status="processing", attempts=1, heartbeat_at=beat, current_step="validating_exam")
-    async with session_scope(engine) as session:
+    job_id = await add_job(db, status="processing", attempts=1, heartbeat_at=beat, current_step="validating_exam")
+    async with db.transaction() as session:
         assert await JobService(session=session).claim(job_id, stale_after=60, now=beat + timedelta(seconds=5)) is None
-    async with session_scope(engine) as session:
+    async with db.transaction() as session:
         job = await JobService(session=session).claim(job_id, stale_after=60, now=beat + timedelta(seconds=61))
         assert job is not None
-    stored = await load_job(engine, job_id)
+    stored = await load_job(db, job_id)
     assert stored is not None
     assert (stored.status, stored.attempts, stored.current_step) == ("processing", 2, "validating_exam")
 
 
-async def test_claim_takes_a_released_job_and_refuses_finished_ones(engine: AsyncEngine) -> None:
-    released = await add_job(engine, status="processing", attempts=1, heartbeat_at=None)
-    done = await add_job(engine, status="completed", progress=100, current_step="completed", completed_at=utcnow())
-    failed = await add_job(engine, status="failed", current_step="failed", completed_at=utcnow())
-    async with session_scope(engine) as session:
+async def test_claim_takes_a_released_job_and_refuses_finished_ones(db: Database) -> None:
+    released = await add_job(db, status="processing", attempts=1, heartbeat_at=None)
+    done = await add_job(db, status="completed", progress=100, current_step="completed", completed_at=utcnow())
+    failed = await add_job(db, status="failed", current_step="failed", completed_at=utcnow())
+    async with db.transaction() as session:
         service = JobService(session=session)
         assert await service.claim(released, stale_after=60) is not None
         assert await service.claim(done, stale_after=60) is None
@@ -258,17 +246,17 @@ async def test_claim_takes_a_released_job_and_refuses_finished_ones(engine: Asyn
         assert await service.claim(UUID(int=7), stale_after=60) is None
 
 
-async def test_needing_dispatch_finds_unsent_and_stalled_jobs(engine: AsyncEngine) -> None:
+async def test_needing_dispatch_finds_unsent_and_stalled_jobs(db: Database) -> None:
     real_now = utcnow()
     later = real_now + timedelta(seconds=30)
-    unsent = await add_job(engine)
-    stalled = await add_job(engine, status="processing", attempts=1, heartbeat_at=real_now - timedelta(seconds=60))
-    released = await add_job(engine, status="processing", attempts=1, heartbeat_at=None)
-    await add_job(engine, enqueued_at=real_now)  # pending, handed to the broker
-    await add_job(engine, status="processing", attempts=1, heartbeat_at=later)  # alive
-    await add_job(engine, status="completed", progress=100, current_step="completed", completed_at=real_now)
-    await add_job(engine, status="failed", current_step="failed", completed_at=real_now)
-    async with session_scope(engine) as session:
+    unsent = await add_job(db)
+    stalled = await add_job(db, status="processing", attempts=1, heartbeat_at=real_now - timedelta(seconds=60))
+    released = await add_job(db, status="processing", attempts=1, heartbeat_at=None)
+    await add_job(db, enqueued_at=real_now)  # pending, handed to the broker
+    await add_job(db, status="processing", attempts=1, heartbeat_at=later)  # alive
+    await add_job(db, status="completed", progress=100, current_step="completed", completed_at=real_now)
+    await add_job(db, status="failed", current_step="failed", completed_at=real_now)
+    async with db.transaction() as session:
         service = JobService(session=session)
         found = await service.needing_dispatch(stale_after=20, unsent_after=5, now=later)
         # a job released for a retry waits for its (possibly queued) retry message
@@ -282,37 +270,37 @@ async def test_needing_dispatch_finds_unsent_and_stalled_jobs(engine: AsyncEngin
 
 
 async def test_cleanup_deletes_only_old_finished_jobs_in_batches(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = utcnow() - timedelta(days=10)
     recent = utcnow() - timedelta(days=1)
     doomed = set()
     for _ in range(3):
-        doomed.add(await add_job(engine, status="completed", progress=100, current_step="completed", completed_at=old))
+        doomed.add(await add_job(db, status="completed", progress=100, current_step="completed", completed_at=old))
     for _ in range(2):
-        doomed.add(await add_job(engine, status="failed", current_step="failed", completed_at=old))
+        doomed.add(await add_job(db, status="failed", current_step="failed", completed_at=old))
     kept = {
-        await add_job(engine, status="completed", progress=100, current_step="completed", completed_at=recent),
-        await add_job(engine, status="failed", current_step="failed", completed_at=recent),
-        await add_job(engine),  # pending
-        await add_job(engine, status="processing", attempts=1, heartbeat_at=utcnow()),
+        await add_job(db, status="completed", progress=100, current_step="completed", completed_at=recent),
+        await add_job(db, status="failed", current_step="failed", completed_at=recent),
+        await add_job(db),  # pending
+        await add_job(db, status="processing", attempts=1, heartbeat_at=utcnow()),
     }
 
-    assert await cleanup_finished(engine, 7, dry_run=True) == 5
+    assert await cleanup_finished(db, 7, dry_run=True) == 5
     deletes: list[str] = []
 
     def count_deletes(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("DELETE"):
             deletes.append(statement)
 
-    monkeypatch.setattr(jobs.cli, "CLEANUP_BATCH", 2)
-    event.listen(engine.sync_engine, "before_cursor_execute", count_deletes)
+    monkeypatch.setattr(jobs.maintenance, "CLEANUP_BATCH", 2)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count_deletes)
     try:
-        assert await cleanup_finished(engine, 7, dry_run=False) == 5
+        assert await cleanup_finished(db, 7, dry_run=False) == 5
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count_deletes)
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count_deletes)
     assert len(deletes) == 3  # 2 + 2 + 1
-    async with session_scope(engine) as session:
+    async with db.transaction() as session:
         left = set((await session.execute(select(ExamProcessingJob.job_id))).scalars().all())
     assert left == kept
-    assert await cleanup_finished(engine, 7, dry_run=False) == 0
+    assert await cleanup_finished(db, 7, dry_run=False) == 0

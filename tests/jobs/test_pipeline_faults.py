@@ -17,7 +17,7 @@ from uuid import UUID
 import pytest
 
 from ai_client import AIClient
-from core.db import create_engine, run_migrations, session_scope
+from core.db import Database
 from core.settings import Settings, load_settings
 from exams.catalog import load_catalog_file, parse_catalog
 from exams.services import ExamService
@@ -25,6 +25,7 @@ from jobs.models import ExamProcessingJob
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 from jobs.progress import step_index
 from jobs.services import JobService, Submission
+from server.migrate import run_migrations
 from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
 
 # --- helpers --------------------------------------------------------------------------------
@@ -163,17 +164,17 @@ def db_settings(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Settings:
 
 @pytest.fixture
 async def runtime(db_settings: Settings, fake_ai_http: FakeAIProcess) -> AsyncIterator[PipelineRuntime]:
-    engine = create_engine(db_settings)
-    async with session_scope(engine) as session:
+    database = Database.from_settings(db_settings)
+    async with database.transaction() as session:
         await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
     ai = AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=db_settings.ai_api_timeout)
-    yield PipelineRuntime(settings=db_settings, engine=engine, ai=ai)
+    yield PipelineRuntime(settings=db_settings, database=database, ai=ai)
     await ai.aclose()
-    await engine.dispose()
+    await database.dispose()
 
 
 async def submit(runtime: PipelineRuntime) -> UUID:
-    async with session_scope(runtime.engine) as session:
+    async with runtime.database.transaction() as session:
         job, _ = await JobService(session=session).submit(
             Submission(exam_code="MATH-101", student_id="s-1", answers=dict(MATH_ANSWERS))
         )
@@ -181,7 +182,7 @@ async def submit(runtime: PipelineRuntime) -> UUID:
 
 
 async def load(runtime: PipelineRuntime, job_id: UUID) -> ExamProcessingJob:
-    async with session_scope(runtime.engine) as session:
+    async with runtime.database.transaction() as session:
         job = await JobService(session=session).get_by_job_id(job_id)
     assert job is not None
     return job
@@ -272,7 +273,7 @@ async def test_an_ai_that_always_hangs_fails_the_job_with_a_timeout(
 ) -> None:
     settings = runtime.settings.with_overrides(ai_api_timeout=1.0)
     async with AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=1.0) as ai:
-        quick = PipelineRuntime(settings=settings, engine=runtime.engine, ai=ai)
+        quick = PipelineRuntime(settings=settings, database=runtime.database, ai=ai)
         fake_ai_http.set_mode("hang")
         job_id = await submit(quick)
         for _ in range(2):
@@ -317,7 +318,7 @@ async def test_a_closed_exam_fails_at_validation_without_calling_the_ai(
     catalog = json.loads(SAMPLE_CATALOG.read_text())
     exams = catalog if isinstance(catalog, list) else [catalog]
     math = next(e for e in exams if e["code"] == "MATH-101")
-    async with session_scope(runtime.engine) as session:
+    async with runtime.database.transaction() as session:
         await ExamService(session=session).load(parse_catalog(json.dumps({**math, "status": "closed"})))
     await run_job(runtime, job_id)
     job = await load(runtime, job_id)

@@ -368,7 +368,7 @@ def test_three_programs_run_and_jobs_complete(stack: Stack) -> None:
     # `exams worker` execs Dramatiq's master: supervisor's pid and signals are Dramatiq's own.
     cmdline = _proc_cmdline(master)
     assert Path(cmdline[0]).name.startswith("python"), cmdline
-    assert "jobs.worker_main" in cmdline, cmdline
+    assert "server.worker_main" in cmdline, cmdline
     stack.workers(master)
 
     job_ids = [stack.submit() for _ in range(3)]

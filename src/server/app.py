@@ -4,36 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import dramatiq
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from core.db import alchemy_config, create_engine
-from core.health import health, ready
 from core.logging import configure_logging
-from core.metrics_endpoint import forget_dead_processes, mark_this_process_dead, metrics_endpoint
 from core.request_log import RequestLogMiddleware
-from core.settings import Settings, get_settings
+from core.settings import Settings, load_settings
 from core.web import exception_handlers
-from exams.controllers import ExamResultsController, ExamsController
+from exams.catalog_cache import ExamCache
+from exams.controllers import ExamsController
 from exams.pages import student_page
-from jobs.broker import create_broker
-from jobs.dispatch import reconcile, requeue_unfinished
+from jobs.controllers import ExamResultsController
+from jobs.dispatch import requeue_unfinished
 from jobs.embedded import EmbeddedWorker
+from jobs.maintenance import run_scheduler
 from jobs.monitoring import MonitoringCache
+from server.health import health, ready
+from server.metrics_endpoint import forget_dead_processes, mark_this_process_dead, metrics_endpoint
+from server.migrate import alchemy_config
+from server.wiring import Wiring
 
 __all__ = ("REPO_ROOT", "create_app")
 
@@ -42,25 +46,18 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 1024 * 1024
 #: How often the embedded process looks for jobs no worker will run (stalled or never sent).
 RECONCILE_SECONDS = 10.0
+_VERSIONED_ASSETS = ("css/app.css", "js/student.js")
 
-log = structlog.get_logger("core.app")
+log = structlog.get_logger("server.app")
 
 
-async def _maintain_forever(broker: dramatiq.Broker, app: Litestar, settings: Settings) -> None:
-    """Embedded mode's scheduler: re-send stuck jobs every few seconds, clean up daily."""
-    from jobs.cli import daily_cleanup
-
-    loop = asyncio.get_running_loop()
-    next_cleanup = loop.time() + RECONCILE_SECONDS
-    while True:
-        await asyncio.sleep(RECONCILE_SECONDS)
-        try:
-            await reconcile(broker, app.state.engine, settings)
-            if loop.time() >= next_cleanup:
-                await daily_cleanup(app.state.engine, settings)
-                next_cleanup = loop.time() + 86_400
-        except Exception:  # the loop must survive a database outage
-            log.exception("maintenance pass failed")
+def asset_version() -> str:
+    """A content hash for asset URLs, so a new release is never served stale CSS or JS."""
+    digest = hashlib.sha256()
+    for name in _VERSIONED_ASSETS:
+        path = STATIC_DIR / name
+        digest.update(path.read_bytes() if path.exists() else name.encode())
+    return digest.hexdigest()[:12]
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
@@ -77,11 +74,19 @@ def _cors(settings: Settings) -> CORSConfig | None:
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the web application (with the embedded worker when ``QUEUE_CONNECTION=embedded``)."""
-    settings = settings or get_settings()
+    """Build the web application (with the embedded worker when ``QUEUE_CONNECTION=embedded``).
+
+    Without ``settings`` they are read from the environment (``exams serve --workers N`` starts
+    each process that way).
+    """
+    settings = settings or load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    engine = create_engine(settings)
-    broker = create_broker(settings)
+    wiring = Wiring(settings)
+    database = wiring.database()
+    broker, _actor = wiring.broker(worker=False)
+    monitoring = MonitoringCache(database, broker, settings)
+    exam_cache = ExamCache()
+    metrics_dir = settings.prometheus_multiproc_dir or None
     prometheus = PrometheusConfig(
         app_name="exams",
         prefix="exams_http",
@@ -94,18 +99,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
-        forget_dead_processes()
+        forget_dead_processes(metrics_dir)
         if embedded is not None:
             embedded.start()
             try:
-                await requeue_unfinished(broker, engine)
+                await requeue_unfinished(broker, database)
             except Exception:
                 log.exception("could not pick up unfinished jobs at start-up")
-            tasks.append(asyncio.create_task(_maintain_forever(broker, app, settings)))
+            scheduler = run_scheduler(
+                database,
+                broker,
+                settings,
+                reconcile_every=RECONCILE_SECONDS,
+                first_cleanup_after=RECONCILE_SECONDS,
+            )
+            tasks.append(asyncio.create_task(scheduler))
         log.info(
             "web app started",
             queue_connection=settings.queue_connection,
-            database=engine.url.get_backend_name(),
+            database=database.engine.url.get_backend_name(),
         )
         try:
             yield
@@ -115,10 +127,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.gather(*tasks, return_exceptions=True)
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
-            await engine.dispose()
-            mark_this_process_dead()
+            await database.dispose()
+            mark_this_process_dead(metrics_dir)
 
-    app = Litestar(
+    def provide(value: object) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+    def template_globals(engine: JinjaTemplateEngine) -> None:
+        engine.engine.globals["asset_version"] = asset_version()
+
+    return Litestar(
         route_handlers=[
             ExamResultsController,
             ExamsController,
@@ -128,14 +146,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             student_page,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
-        plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, engine))],
+        dependencies={
+            "settings": provide(settings),
+            "database": provide(database),
+            "broker": provide(broker),
+            "exam_cache": provide(exam_cache),
+            "monitoring": provide(monitoring),
+        },
+        plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, database.engine))],
         middleware=[RequestLogMiddleware, prometheus.middleware],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=_cors(settings),
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=[r"/events$"]),
-        template_config=TemplateConfig(directory=REPO_ROOT / "templates", engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=REPO_ROOT / "templates", engine=JinjaTemplateEngine, engine_callback=template_globals
+        ),
         openapi_config=OpenAPIConfig(
             title="Async Exam Processing",
             version="1.0.0",
@@ -163,10 +190,3 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
         logging_config=None,
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    # Reads outside a transaction: one round trip per lookup (no BEGIN/COMMIT) on the status path.
-    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    app.state.broker = broker
-    app.state.monitoring = MonitoringCache(engine, broker, settings)
-    return app

@@ -11,13 +11,14 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.commands import load_settings_or_exit as _settings
-from core.commands import run_async as _run
-from core.settings import Settings, SettingsError, get_settings
+from core.settings import Settings, SettingsError, load_settings
+from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG
+from server.cli_jobs import jobs, scheduler
+from server.commands import load_settings_or_exit as _settings
+from server.commands import one_line as _one_line
+from server.commands import run_async as _run
 
 __all__ = ("main",)
-
-from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +33,7 @@ def _prepare_metrics_dir() -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory is None:
         try:  # the setting may come from .env; prometheus-client only reads the environment
-            directory = get_settings().prometheus_multiproc_dir or None
+            directory = load_settings().prometheus_multiproc_dir or None
         except SettingsError:
             return  # the command itself reports the bad setting
         if directory is None:
@@ -51,7 +52,7 @@ def _prepare_metrics_dir() -> None:
 @main.command()
 def migrate() -> None:
     """Upgrade the database to the latest schema."""
-    from core.db import run_migrations
+    from server.migrate import run_migrations
 
     settings = _settings()
     try:
@@ -62,23 +63,18 @@ def migrate() -> None:
     click.echo("database is at the latest schema")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
 async def _load_catalog(settings: Settings, path: Path) -> tuple[int, int]:
-    from core.db import create_engine, session_scope
     from exams.catalog import load_catalog_file
     from exams.services import ExamService
+    from server.wiring import Wiring
 
     definitions = load_catalog_file(path)
-    engine = create_engine(settings)
+    database = Wiring(settings).database()
     try:
-        async with session_scope(engine) as session:
+        async with database.transaction() as session:
             return await ExamService(session=session).load(definitions)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 @main.group()
@@ -110,7 +106,7 @@ def _ensure_schema(settings: Settings) -> None:
     A database that cannot be reached does not stop the web app: it starts, answers 503 (and
     ``/ready`` says the database is down) until the database is back.
     """
-    from core.db import run_migrations, schema_revisions
+    from server.migrate import run_migrations, schema_revisions
 
     try:
         if settings.is_sqlite:
@@ -129,12 +125,12 @@ def _ensure_schema(settings: Settings) -> None:
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from core.app import create_app
+    from server.app import create_app
 
     if workers > 1:
         # Each process builds its own app from the same environment.
         uvicorn.run(
-            "core.app:create_app",
+            "server.app:create_app",
             factory=True,
             host=host,
             port=port,
@@ -176,7 +172,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--ai-latency", default=3.0, show_default=True, type=float, help="Seconds the fake AI takes.")
 def demo(host: str, port: int, ai_latency: float) -> None:
     """One process: migrations, sample catalog, fake AI, API, student page and embedded worker."""
-    from core.db import run_migrations
+    from server.migrate import run_migrations
 
     settings = _settings()
     changes: dict[str, Any] = {"fake_ai_latency": ai_latency}
@@ -228,8 +224,8 @@ def worker(processes: int, threads: int) -> None:
     args = [
         sys.executable,
         "-m",
-        "jobs.worker_cli",
-        "jobs.worker_main",
+        "server.worker_cli",
+        "server.worker_main",
         "--skip-logging",
         "--processes",
         str(processes),
@@ -267,8 +263,6 @@ def fake_ai(*, host: str, port: int, latency: float, error_rate: float, jitter: 
 
     run_fake_ai(host=host, port=port, latency=latency, error_rate=error_rate, mode=mode, jitter=jitter)
 
-
-from jobs.cli import jobs, scheduler  # noqa: E402  (after the group, which its commands join)
 
 main.add_command(jobs)
 main.add_command(scheduler)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Response, get
+from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from core.settings import Settings
 from jobs.monitoring import MonitoringCache, SnapshotCollector
 
 __all__ = ("forget_dead_processes", "mark_this_process_dead", "metrics_endpoint")
@@ -31,12 +32,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def forget_dead_processes() -> None:
+def forget_dead_processes(directory: str | None) -> None:
     """Drop live-gauge files of processes that are gone (a crash skips ``mark_process_dead``).
 
     Counter and histogram files stay, so totals survive restarts.
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory or not os.path.isdir(directory):
         return
     for name in os.listdir(directory):
@@ -45,9 +45,8 @@ def forget_dead_processes() -> None:
             multiprocess.mark_process_dead(int(match.group(1)), directory)  # type: ignore[no-untyped-call]
 
 
-def mark_this_process_dead() -> None:
+def mark_this_process_dead(directory: str | None) -> None:
     """On a clean exit in multiprocess mode, retire this process's live gauges."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and os.path.isdir(directory):
         multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
@@ -61,12 +60,13 @@ class _ProcessCollector(Collector):
 
 
 @get("/metrics", operation_id="Metrics", tags=["operations"], cache=False, summary="Prometheus metrics")
-async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def metrics_endpoint(
+    monitoring: NamedDependency[MonitoringCache], settings: NamedDependency[Settings]
+) -> Response[bytes]:
     """Counters, histograms and gauges of SPEC.md in Prometheus' text format."""
-    monitoring: MonitoringCache = request.app.state.monitoring
     snapshot = await monitoring.get()
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.prometheus_multiproc_dir:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ProcessCollector())

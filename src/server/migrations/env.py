@@ -1,30 +1,28 @@
-"""Alembic environment: runs migrations on the async engine of ``DATABASE_URL``."""
+"""Alembic environment: runs migrations on the engine advanced-alchemy's config hands over.
+
+Every model of the product is imported here, so ``alembic check`` and autogenerate compare
+the whole schema (not one package's tables).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from advanced_alchemy.base import orm_registry
 from advanced_alchemy.types import GUID
 from alembic import context
-from sqlalchemy import pool
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-import jobs.models  # noqa: F401  (registers the tables on the shared metadata)
+import exams.models  # noqa: F401
+import jobs.models  # noqa: F401  (each import registers its tables on the shared metadata)
 
-config = context.config
+if TYPE_CHECKING:
+    from advanced_alchemy.alembic.commands import AlembicCommandConfig
+    from sqlalchemy.engine import Connection
+
+config = cast("AlembicCommandConfig", context.config)
 target_metadata = orm_registry.metadata
-
-
-def _database_url() -> str:
-    url = config.attributes.get("database_url")
-    if url:
-        return str(url)
-    from core.settings import get_settings
-
-    return get_settings().database_url
 
 
 def compare_type(
@@ -41,6 +39,7 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         compare_type=compare_type,
+        version_table=config.version_table_name,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
@@ -48,7 +47,7 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    engine = cast("AsyncEngine", config.engine)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)
@@ -57,7 +56,7 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=config.db_url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

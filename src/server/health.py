@@ -9,9 +9,10 @@ import anyio.to_thread
 import dramatiq
 import msgspec
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.db import Database
 from core.errors import ProblemDocument, problem_type
 from core.web import problem_response, request_locale
 from i18n import gettext
@@ -56,9 +57,9 @@ async def broker_reachable(broker: dramatiq.Broker) -> bool:
     return True
 
 
-async def _database_reachable(engine: AsyncEngine) -> bool:
+async def _database_reachable(database: Database) -> bool:
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as conn:
+        async with asyncio.timeout(CHECK_TIMEOUT), database.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001
         return False
@@ -72,10 +73,11 @@ async def health() -> HealthStatus:
 
 
 @get("/ready", operation_id="Ready", tags=["operations"], cache=False, summary="Readiness")
-async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
+async def ready(
+    request: Request[Any, Any, Any], database: NamedDependency[Database], broker: NamedDependency[dramatiq.Broker]
+) -> Response[Any]:
     """200 when the database and the broker answer; 503 naming what is down otherwise."""
-    state = request.app.state
-    db_ok, broker_ok = await asyncio.gather(_database_reachable(state.engine), broker_reachable(state.broker))
+    db_ok, broker_ok = await asyncio.gather(_database_reachable(database), broker_reachable(broker))
     checks = {"database": "ok" if db_ok else "down", "broker": "ok" if broker_ok else "down"}
     if db_ok and broker_ok:
         return Response(ReadyStatus(status="ready", checks=checks), headers={"Cache-Control": "no-store"})

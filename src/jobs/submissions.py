@@ -1,18 +1,27 @@
-"""Checking a submission's JSON before it is stored: shape first, then against its exam."""
+"""Checking a submission's JSON before it is stored: syntax, then shape, then against its exam."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.errors import ValidationFailedError
+import msgspec
+
+from core.errors import MalformedRequestError, ValidationFailedError
 from exams.definitions import ExamDefinition
 from exams.grading import validate_answers
+from jobs.schemas import MAX_CODE_LENGTH, MAX_ID_LENGTH, SubmitRequest
 from jobs.services import Submission
 
-__all__ = ("MAX_ID_LENGTH", "check_against_exam", "check_shape")
+__all__ = ("MAX_CODE_LENGTH", "MAX_ID_LENGTH", "check_against_exam", "check_shape", "decode_json", "to_submission")
 
-MAX_ID_LENGTH = 128
-MAX_CODE_LENGTH = 64
+
+def decode_json(body: bytes) -> object:
+    """The body as plain JSON values; :class:`MalformedRequestError` (400) when it is not JSON
+    or is nested too deeply to read."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        raise MalformedRequestError from None
 
 
 def _string_field(
@@ -35,18 +44,28 @@ def _string_field(
 
 
 def _printable_text(value: object) -> bool:
-    """No NUL or other control characters in any string (keys included); tabs and newlines are fine."""
-    if isinstance(value, str):
-        return not any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value)
-    if isinstance(value, dict):
-        return all(_printable_text(k) and _printable_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_printable_text(item) for item in value)
+    """No NUL or other control characters in any string (keys included); tabs and newlines are fine.
+
+    Iterative, so that however deeply the JSON nests this never overflows the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return True
 
 
-def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submission:
-    """Check the body's fields and types; raise :class:`ValidationFailedError` listing every problem."""
+def check_shape(data: object) -> SubmitRequest:
+    """Check the body's fields and types; raise :class:`ValidationFailedError` listing every problem.
+
+    The answers are kept as sent: :func:`check_against_exam` checks each against its question.
+    """
     if not isinstance(data, dict):
         raise ValidationFailedError([("body", "validation.not_object", {})])
     errors: list[tuple[str, str, dict[str, Any]]] = []
@@ -64,10 +83,15 @@ def check_shape(data: object, locale: str, idempotency_key: str | None) -> Submi
     assert isinstance(answers, dict)
     if not _printable_text(answers):
         raise ValidationFailedError([("answers", "validation.invalid_characters", {})])
+    return SubmitRequest(exam_code=exam_code, student_id=student_id, answers=answers)
+
+
+def to_submission(request: SubmitRequest, locale: str, idempotency_key: str | None) -> Submission:
+    """The submission to store for a checked request."""
     return Submission(
-        exam_code=exam_code,
-        student_id=student_id,
-        answers=answers,
+        exam_code=request.exam_code,
+        student_id=request.student_id,
+        answers=request.answers,
         locale=locale,
         idempotency_key=idempotency_key,
     )

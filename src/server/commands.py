@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import click
 
-from core.settings import Settings, SettingsError, get_settings
+from core.settings import Settings, SettingsError, load_settings
 
-__all__ = ("load_settings_or_exit", "run_async")
+__all__ = ("load_settings_or_exit", "one_line", "run_async")
 
 T = TypeVar("T")
 
@@ -19,7 +19,7 @@ T = TypeVar("T")
 def load_settings_or_exit() -> Settings:
     """Read the settings, or print the one bad setting and exit 2."""
     try:
-        return get_settings()
+        return load_settings()
     except SettingsError as exc:
         click.echo(f"exams: bad setting: {exc}", err=True)
         sys.exit(2)
@@ -28,3 +28,9 @@ def load_settings_or_exit() -> Settings:
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     """Run one coroutine to completion from a command."""
     return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (a database driver's message can be a page)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

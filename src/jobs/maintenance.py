@@ -1,0 +1,91 @@
+"""Periodic work on jobs: the reconciler pass and the daily cleanup, in one scheduler loop.
+
+The loop runs in ``exams scheduler`` (production: behind a leader lock, so two schedulers
+never double the work) and inside ``exams serve`` in embedded mode (the in-memory queue lives
+there, so only that process can re-send its jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import dramatiq
+import structlog
+
+from core.db import Database
+from core.settings import Settings
+from jobs.dispatch import reconcile
+from jobs.leader import LeaderLock
+from jobs.models import utcnow
+from jobs.services import JobService
+
+__all__ = ("CLEANUP_BATCH", "cleanup_finished", "daily_cleanup", "run_scheduler")
+
+log = structlog.get_logger("jobs.maintenance")
+CLEANUP_BATCH = 1000
+DAY_SECONDS = 86_400.0
+
+
+async def cleanup_finished(database: Database, older_than_days: int, *, dry_run: bool) -> int:
+    """Delete finished jobs older than the cutoff in small batches (short locks); return the count."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    if dry_run:
+        async with database.transaction() as session:
+            return await JobService(session=session).count_finished_before(cutoff)
+    total = 0
+    while True:
+        async with database.transaction() as session:
+            deleted = await JobService(session=session).delete_finished_batch(cutoff, CLEANUP_BATCH)
+        total += deleted
+        if deleted < CLEANUP_BATCH:
+            return total
+        await asyncio.sleep(0.05)  # let concurrent writers in between batches
+
+
+async def daily_cleanup(database: Database, settings: Settings) -> int:
+    """Delete finished jobs older than ``JOB_RETENTION_DAYS`` and log how many."""
+    deleted = await cleanup_finished(database, settings.job_retention_days, dry_run=False)
+    log.info("cleanup finished", deleted=deleted, older_than_days=settings.job_retention_days)
+    return deleted
+
+
+async def run_scheduler(
+    database: Database,
+    broker: dramatiq.Broker | None,
+    settings: Settings,
+    *,
+    lock: LeaderLock | None = None,
+    reconcile_every: float = 10.0,
+    cleanup_every: float = DAY_SECONDS,
+    first_cleanup_after: float = 0.0,
+) -> None:
+    """Reconcile every few seconds and clean up daily, forever (while holding ``lock``, if any).
+
+    ``broker`` ``None``: cleanup only (an embedded-mode scheduler process cannot reach the web
+    process's in-memory queue). A pass that fails (database or broker away) is logged and the
+    loop goes on.
+    """
+    loop = asyncio.get_running_loop()
+    next_cleanup = loop.time() + first_cleanup_after
+    leading: bool | None = None if lock is not None else True
+    try:
+        while True:
+            try:
+                if lock is not None:
+                    now_leading = await lock.ensure()
+                    if now_leading != leading:
+                        log.info("scheduler leadership", leading=now_leading)
+                        leading = now_leading
+                if leading:
+                    if broker is not None:
+                        await reconcile(broker, database, settings)
+                    if loop.time() >= next_cleanup:
+                        await daily_cleanup(database, settings)
+                        next_cleanup = loop.time() + cleanup_every
+            except Exception:  # keep scheduling through outages; each failure is logged
+                log.exception("scheduler pass failed")
+            await asyncio.sleep(reconcile_every)
+    finally:
+        if lock is not None:
+            await lock.release()

@@ -1,0 +1,89 @@
+"""The composition root: what every process of the product is built from.
+
+The web app, the embedded worker, ``exams worker`` processes, the scheduler and each CLI
+command get their database, broker and AI client from a :class:`Wiring` made from the
+:class:`~core.settings.Settings` they started with; nothing below reads the environment again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import dramatiq
+import httpx
+from dramatiq.middleware import Middleware
+
+from ai_client import AIClient, create_fake_ai_app
+from core.db import Database
+from core.settings import Settings
+from jobs.actors import JobActor, declare_actors
+from jobs.broker import create_broker
+from jobs.heartbeat import WorkerHeartbeats
+from jobs.pipeline import PipelineRuntime
+
+__all__ = ("BUILTIN_FAKE_AI_URL", "Wiring", "build_ai_client")
+
+#: Base URL the in-process fake AI answers on (never leaves the process).
+BUILTIN_FAKE_AI_URL = "http://builtin-fake-ai/v1"
+
+
+def build_ai_client(settings: Settings) -> AIClient | None:
+    """The AI client for ``settings``; ``None`` when the AI is disabled.
+
+    With no ``AI_API_BASE_URL`` the client talks to the built-in fake AI inside this process
+    (over an ASGI transport), so a first run needs no AI account.
+    """
+    if not settings.ai_api_enabled:
+        return None
+    if settings.ai_api_base_url:
+        return AIClient(
+            base_url=settings.ai_api_base_url,
+            api_key=settings.ai_api_key,
+            model=settings.ai_api_model,
+            timeout=settings.ai_api_timeout,
+        )
+    app = create_fake_ai_app(latency=settings.fake_ai_latency, error_rate=0.0)
+    return AIClient(
+        base_url=BUILTIN_FAKE_AI_URL,
+        api_key=None,
+        model=settings.ai_api_model,
+        timeout=settings.ai_api_timeout,
+        transport=httpx.ASGITransport(app=cast("Any", app)),
+    )
+
+
+class Wiring:
+    """Builds the product's parts from one :class:`Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def database(self) -> Database:
+        """A new engine and session factory (one per event loop; dispose it when done)."""
+        return Database.from_settings(self.settings)
+
+    def pipeline_runtime(self) -> PipelineRuntime:
+        """What a worker runs jobs with; built on the event loop that runs them."""
+        return PipelineRuntime(settings=self.settings, database=self.database(), ai=build_ai_client(self.settings))
+
+    def broker(self, *, worker: bool) -> tuple[dramatiq.Broker, JobActor]:
+        """The broker with the job actor declared on it.
+
+        ``worker``: this process consumes jobs (``exams worker``, or the embedded web process),
+        so the actor gets a runtime, the process reports its heartbeat and, in multiprocess
+        mode, Dramatiq's own metrics.
+        """
+        settings = self.settings
+        consumes = worker or settings.queue_connection == "embedded"
+        middleware: list[Middleware] = []
+        if consumes:
+            middleware.append(WorkerHeartbeats(settings, self.database))
+        if worker and settings.queue_connection != "embedded" and settings.prometheus_multiproc_dir:
+            # Dramatiq's own metrics into the shared directory, so the web app's /metrics shows
+            # them; its exporter also serves them on dramatiq_prom_port (9191) for other hosts.
+            from dramatiq.middleware.prometheus import Prometheus
+
+            middleware.append(Prometheus())
+        broker = create_broker(settings, middleware)
+        actor = declare_actors(broker, settings, self.pipeline_runtime if consumes else None)
+        return broker, actor
