@@ -1,22 +1,34 @@
-"""Shared test plumbing: free ports, a real ``exams`` server process, a real fake-AI process."""
+"""Shared test plumbing: free ports, a real ``exams`` server process, a real fake-AI process,
+and the same app served in process (``ExamsApp``) for the API tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import httpx
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.testing import TestClient
+
+    from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMS = str(Path(sys.executable).with_name("exams"))
@@ -93,7 +105,7 @@ class Process:
         self.health_url = health_url
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: bool = True) -> Process:
+    def start(self, wait: bool = True) -> Self:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [EXAMS, *self.args], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
@@ -163,29 +175,25 @@ def base_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, str
         "JOB_STALE_AFTER": "6",
         "LOG_FORMAT": "json",
         "WORKER_THREADS": "8",
+        # These tests drive AI failures to a failed job; the rule-based fallback (the product's
+        # default) has tests of its own that set AI_FALLBACK=rule_based.
+        "AI_FALLBACK": "fail",
     }
     env.update(extra)
     return env
 
 
-class ExamsServer(Process):
-    """``exams serve`` on a free port, with a migrated database holding the sample catalog."""
+class JobsAPI:
+    """Submitting MATH-101 and following the job, over ``_request`` (a port or an in-process client)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        super().__init__(["serve", "--port", str(self.port)], env, log_path, f"{self.base_url}/health")
-
-    def prepare(self) -> ExamsServer:
-        run_exams(["migrate"], self.env)
-        run_exams(["catalog", "load", str(SAMPLE_CATALOG)], self.env)
-        return self
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
 
     def submit(
         self, answers: Mapping[str, Any] | None = None, exam_code: str = "MATH-101", **headers: str
     ) -> httpx.Response:
         body = {"exam_code": exam_code, "student_id": "s-1042", "answers": dict(answers or MATH_ANSWERS)}
-        return httpx.post(f"{self.base_url}/api/exam-results/process", json=body, headers=headers, timeout=10)
+        return self._request("POST", "/api/exam-results/process", json=body, headers=headers)
 
     def submitted(self) -> str:
         """Submit MATH-101's sample answers; the new job's id (asserting the 202)."""
@@ -194,7 +202,7 @@ class ExamsServer(Process):
         return str(response.json()["job_id"])
 
     def status(self, job_id: str, **params: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.base_url}/api/exam-results/status/{job_id}", params=params, timeout=10)
+        response = self._request("GET", f"/api/exam-results/status/{job_id}", params=params)
         response.raise_for_status()
         return dict(response.json())
 
@@ -211,12 +219,167 @@ class ExamsServer(Process):
         raise AssertionError(f"job {job_id} not final after {timeout} s: {seen[-1] if seen else None}")
 
 
+class ExamsServer(JobsAPI, Process):
+    """``exams serve`` on a free port, with a migrated database holding the sample catalog."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["serve", "--port", str(self.port)], env, log_path, f"{self.base_url}/health")
+
+    def prepare(self) -> ExamsServer:
+        run_exams(["migrate"], self.env)
+        run_exams(["catalog", "load", str(SAMPLE_CATALOG)], self.env)
+        return self
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.base_url}{path}", timeout=10, **kwargs)
+
+
+#: Settings are built from a dict: never from the real environment, nor from a ``.env`` file
+#: (``load_settings`` skips what is not a regular file).
+NO_ENV_FILE = Path(os.devnull)
+
+
+def app_settings(database_url: str, fake_ai_url: str, **extra: str) -> Settings:
+    """The settings of ``base_env`` (environment spelling for ``extra``), as ``exams serve`` reads them."""
+    from core.settings import load_settings
+
+    return load_settings(base_env(database_url, fake_ai_url, **extra), env_file=NO_ENV_FILE)
+
+
+async def _load_sample_catalog(settings: Settings) -> None:
+    from core.db import Database
+    from exams.catalog import SAMPLE_CATALOG_PATH, load_catalog_file
+    from exams.services import ExamService
+
+    database = Database.from_settings(settings)
+    try:
+        async with database.transaction() as session:
+            await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG_PATH))
+    finally:
+        await database.dispose()
+
+
+class ExamsApp(JobsAPI):
+    """``server.app.create_app(settings)`` served in this process by Litestar's ``TestClient``.
+
+    The interface of :class:`ExamsServer` (``submit``, ``submitted``, ``status``, ``wait_final``,
+    ``log``); ``http`` is the test client, used where a test would call ``httpx`` on a port. The
+    lifespan runs in the client's portal thread, so with ``QUEUE_CONNECTION=embedded`` the
+    in-process Dramatiq worker runs submitted jobs to completion in this process.
+
+    One app runs at a time: Dramatiq keeps one AsyncIO event-loop thread per process (a global
+    its ``AsyncIO`` middleware sets at worker boot and clears at worker shutdown), so a second
+    embedded worker would take the first one's loop and, stopping, leave it none. Starting an
+    app stops the running one; a shared app is started again by its next user (its database
+    keeps its jobs, and the embedded start-up sends unfinished ones again).
+    """
+
+    _running: ClassVar[ExamsApp | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: TestClient[Litestar] | None = None
+        self._log = io.StringIO()
+        self._log_handler: logging.Handler | None = None
+        self._excepthook: Any = None
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    @property
+    def http(self) -> TestClient[Litestar]:
+        """The test client of the running app (requests take paths: ``app.http.get("/health")``)."""
+        if self._client is None:
+            raise RuntimeError("this app is not running (another app was started since?): call start()")
+        return self._client
+
+    def prepare(self) -> ExamsApp:
+        """Migrate the database and load the sample catalog (``exams migrate``, ``exams catalog load``)."""
+        from server.migrate import run_migrations
+
+        run_migrations(self.settings)
+        asyncio.run(_load_sample_catalog(self.settings))
+        return self
+
+    def start(self) -> ExamsApp:
+        """Build the app and run its lifespan (stopping any other running app first)."""
+        if self._client is not None:
+            return self
+        if ExamsApp._running is not None:
+            ExamsApp._running.stop()
+        from litestar.testing import TestClient
+
+        from server.app import create_app
+
+        app = create_app(self.settings)  # configures logging: the root logger's JSON handler
+        self._capture_log()
+        client = TestClient(app)
+        try:
+            client.__enter__()
+        except BaseException:
+            self._release_log()
+            raise
+        self._client = client
+        ExamsApp._running = self
+        return self
+
+    def stop(self) -> None:
+        """Run the lifespan's shutdown (the embedded worker stops); the database stays."""
+        client, self._client = self._client, None
+        if ExamsApp._running is self:
+            ExamsApp._running = None
+        if client is None:
+            return
+        try:
+            client.__exit__(None, None, None)
+        finally:
+            self._release_log()
+
+    def log(self) -> str:
+        """What the app logged while running (rendered as the process would write it), and any
+        exception that ended one of its threads."""
+        return self._log.getvalue()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, path, **kwargs)
+
+    def _capture_log(self) -> None:
+        root = logging.getLogger()
+        handler = logging.StreamHandler(self._log)
+        handler.setFormatter(next((h.formatter for h in root.handlers if h.formatter is not None), None))
+        root.addHandler(handler)
+        self._log_handler = handler
+        previous = self._excepthook = threading.excepthook
+
+        def excepthook(args: threading.ExceptHookArgs) -> None:
+            with handler.lock or contextlib.nullcontext():
+                self._log.write("".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+            previous(args)
+
+        threading.excepthook = excepthook
+
+    def _release_log(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler = None
+        if self._excepthook is not None:
+            threading.excepthook = self._excepthook
+            self._excepthook = None
+
+
 def sqlite_url(tmp: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp / f'exams-{uuid.uuid4().hex[:8]}.db'}"
 
 
 async def _pg_admin(statement: str) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
     try:

@@ -1,6 +1,8 @@
 """HTTP feature tests of the operations endpoints: ``/health``, ``/ready``, ``/metrics``, API docs.
 
-Includes a server whose PostgreSQL is unreachable: ``/ready`` and submissions answer ``503``.
+In process (``create_app`` behind the test client), except the one test that starts a real
+``exams serve`` whose PostgreSQL is unreachable: the process starts anyway and ``/ready`` says
+``503``. Submissions and status answer ``503`` too (in process).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from i18n import gettext
-from support import ExamsServer, FakeAIProcess, base_env
+from support import ExamsApp, ExamsServer, FakeAIProcess, app_settings, base_env
 
 #: A PostgreSQL URL nothing listens on.
 UNREACHABLE_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
@@ -48,11 +51,11 @@ SPEC_METRICS = {
 }
 
 
-def get(server: ExamsServer, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.get(f"{server.base_url}{path}", timeout=30, **kwargs)  # type: ignore[arg-type]
+def get(server: ExamsApp, path: str, **kwargs: Any) -> httpx.Response:
+    return server.http.get(path, **kwargs)
 
 
-def submitted_total(server: ExamsServer) -> float:
+def submitted_total(server: ExamsApp) -> float:
     for family in text_string_to_metric_families(get(server, "/metrics").text):
         if family.name == "exams_jobs_submitted":
             return sum(s.value for s in family.samples if s.name == "exams_jobs_submitted_total")
@@ -81,34 +84,42 @@ def db_down_server(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Iterator[Exam
     server.stop()
 
 
-def test_health_is_200(server_session: ExamsServer) -> None:
-    response = get(server_session, "/health")
+@pytest.fixture
+def db_down_app(fake_ai_http: FakeAIProcess) -> Iterator[ExamsApp]:
+    """The app in process on a PostgreSQL that cannot be reached (no migrate/catalog load beforehand)."""
+    app = ExamsApp(app_settings(UNREACHABLE_DB, fake_ai_http.base_url)).start()
+    yield app
+    app.stop()
+
+
+def test_health_is_200(app_session: ExamsApp) -> None:
+    response = get(app_session, "/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_is_200_with_database_and_broker_ok(server_session: ExamsServer) -> None:
-    response = get(server_session, "/ready")
+def test_ready_is_200_with_database_and_broker_ok(app_each_database: ExamsApp) -> None:
+    response = get(app_each_database, "/ready")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["checks"] == {"database": "ok", "broker": "ok"}
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_metrics_is_prometheus_text_counting_submissions(server_session: ExamsServer) -> None:
-    before = submitted_total(server_session)
-    assert server_session.submit().status_code == 202
+def test_metrics_is_prometheus_text_counting_submissions(app_session: ExamsApp) -> None:
+    before = submitted_total(app_session)
+    assert app_session.submit().status_code == 202
 
-    response = get(server_session, "/metrics")
+    response = get(app_session, "/metrics")
 
     assert response.status_code == 200
     assert response.headers["content-type"].split(";")[0] == "text/plain"
     assert "# TYPE exams_jobs_submitted_total counter" in response.text
-    assert submitted_total(server_session) == before + 1
+    assert submitted_total(app_session) == before + 1
 
 
-def test_metrics_content_type_is_well_formed(server_session: ExamsServer) -> None:
-    response = get(server_session, "/metrics")
+def test_metrics_content_type_is_well_formed(app_session: ExamsApp) -> None:
+    response = get(app_session, "/metrics")
     media_type, *params = [part.strip() for part in response.headers["content-type"].split(";")]
     assert media_type == "text/plain"
     names = [param.split("=", 1)[0].lower() for param in params]
@@ -118,21 +129,22 @@ def test_metrics_content_type_is_well_formed(server_session: ExamsServer) -> Non
     assert "charset=utf-8" in params
 
 
-def test_rejected_submission_is_not_counted(server_session: ExamsServer) -> None:
-    before = submitted_total(server_session)
-    assert server_session.submit(exam_code="HIST-100").status_code == 422
-    assert submitted_total(server_session) == before
+def test_rejected_submission_is_not_counted(app_session: ExamsApp) -> None:
+    before = submitted_total(app_session)
+    assert app_session.submit(exam_code="HIST-100").status_code == 422
+    assert submitted_total(app_session) == before
 
 
-def test_metrics_has_every_spec_metric_with_its_type(server_session: ExamsServer) -> None:
-    families = {f.name: f for f in text_string_to_metric_families(get(server_session, "/metrics").text)}
+def test_metrics_has_every_spec_metric_with_its_type(app_each_database: ExamsApp) -> None:
+    # The job gauges are read from the database at scrape time: on both databases.
+    families = {f.name: f for f in text_string_to_metric_families(get(app_each_database, "/metrics").text)}
     for name, kind in SPEC_METRICS.items():
         assert name in families, f"{name} missing from /metrics"
         assert families[name].type == kind, (name, families[name].type)
 
 
-def test_swagger_ui_uses_only_local_assets_that_load(server_session: ExamsServer) -> None:
-    response = get(server_session, "/api/documentation")
+def test_swagger_ui_uses_only_local_assets_that_load(app_session: ExamsApp) -> None:
+    response = get(app_session, "/api/documentation")
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -147,7 +159,7 @@ def test_swagger_ui_uses_only_local_assets_that_load(server_session: ExamsServer
         parts = urlsplit(ref)
         assert not parts.scheme, f"{tag} loads {ref} from another host"
         assert not parts.netloc, f"{tag} loads {ref} from another host"
-        asset = get(server_session, ref if ref.startswith("/") else f"/api/documentation/{ref}")
+        asset = get(app_session, ref if ref.startswith("/") else f"/api/documentation/{ref}")
         assert asset.status_code == 200, ref
         assert asset.content, ref
     for match in re.finditer(r"""(?:src|href)\s*=\s*["']([^"']+)""", html):
@@ -155,15 +167,15 @@ def test_swagger_ui_uses_only_local_assets_that_load(server_session: ExamsServer
     scripts = [ref for tag, ref in parser.refs if tag == "script"]
     assert any(ref.endswith("swagger-ui-bundle.js") for ref in scripts), scripts
     for ref in scripts:
-        assert "javascript" in get(server_session, ref).headers["content-type"], ref
+        assert "javascript" in get(app_session, ref).headers["content-type"], ref
     styles = [ref for tag, ref in parser.refs if tag == "link" and ref.endswith(".css")]
     assert styles, parser.refs
     for ref in styles:
-        assert get(server_session, ref).headers["content-type"].startswith("text/css"), ref
+        assert get(app_session, ref).headers["content-type"].startswith("text/css"), ref
 
 
-def test_openapi_schema_documents_every_public_path(server_session: ExamsServer) -> None:
-    response = get(server_session, "/api/documentation/openapi.json")
+def test_openapi_schema_documents_every_public_path(app_session: ExamsApp) -> None:
+    response = get(app_session, "/api/documentation/openapi.json")
 
     assert response.status_code == 200
     schema = json.loads(response.content)
@@ -183,8 +195,8 @@ def test_openapi_schema_documents_every_public_path(server_session: ExamsServer)
     assert len(operation_ids) == len(set(operation_ids)), operation_ids
 
 
-def test_openapi_schema_documents_the_submit_body(server_session: ExamsServer) -> None:
-    schema = get(server_session, "/api/documentation/openapi.json").json()
+def test_openapi_schema_documents_the_submit_body(app_session: ExamsApp) -> None:
+    schema = get(app_session, "/api/documentation/openapi.json").json()
     submit = schema["paths"]["/api/exam-results/process"]["post"]
     assert "requestBody" in submit, sorted(submit)
     body_schema = submit["requestBody"]["content"]["application/json"]["schema"]
@@ -192,7 +204,8 @@ def test_openapi_schema_documents_the_submit_body(server_session: ExamsServer) -
 
 
 def test_ready_is_503_naming_the_database_when_it_is_unreachable(db_down_server: ExamsServer) -> None:
-    response = get(db_down_server, "/ready")
+    # A real process: `exams serve` starts although its database cannot be reached (and says so).
+    response = httpx.get(f"{db_down_server.base_url}/ready", timeout=30)
 
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].split(";")[0] == "application/problem+json"
@@ -201,14 +214,14 @@ def test_ready_is_503_naming_the_database_when_it_is_unreachable(db_down_server:
     assert "database" in doc["detail"]
     assert "broker" not in doc["detail"]
     assert doc["checks"] == {"database": "down", "broker": "ok"}
-    arabic = get(db_down_server, "/ready", params={"lang": "ar"}).json()
+    arabic = httpx.get(f"{db_down_server.base_url}/ready", params={"lang": "ar"}, timeout=30).json()
     assert arabic["type"] == doc["type"]
     assert gettext("ready.database", "ar") in arabic["detail"]
     assert ARABIC.search(arabic["title"])
 
 
-def test_submit_is_503_problem_when_the_database_is_unreachable(db_down_server: ExamsServer) -> None:
-    response = db_down_server.submit()
+def test_submit_is_503_problem_when_the_database_is_unreachable(db_down_app: ExamsApp) -> None:
+    response = db_down_app.submit()
 
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].split(";")[0] == "application/problem+json"
@@ -216,29 +229,27 @@ def test_submit_is_503_problem_when_the_database_is_unreachable(db_down_server: 
     assert (doc["status"], doc["type"]) == (503, "/problems/service-unavailable")
     assert doc["detail"] == gettext("problem.unavailable.database", "en")
     assert "location" not in response.headers
-    arabic = httpx.post(
-        f"{db_down_server.base_url}/api/exam-results/process",
+    arabic = db_down_app.http.post(
+        "/api/exam-results/process",
         json={"exam_code": "MATH-101", "student_id": "s-1042", "answers": {"q1": "b"}},
         headers={"Accept-Language": "ar"},
-        timeout=30,
     )
     assert arabic.status_code == 503
     assert arabic.json()["type"] == doc["type"]
     assert arabic.json()["detail"] == gettext("problem.unavailable.database", "ar")
-    assert get(db_down_server, "/health").status_code == 200
+    assert get(db_down_app, "/health").status_code == 200
 
 
-def test_status_is_503_not_404_when_the_database_is_unreachable(db_down_server: ExamsServer) -> None:
-    response = get(db_down_server, "/api/exam-results/status/00000000-0000-0000-0000-000000000001")
+def test_status_is_503_not_404_when_the_database_is_unreachable(db_down_app: ExamsApp) -> None:
+    response = get(db_down_app, "/api/exam-results/status/00000000-0000-0000-0000-000000000001")
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "/problems/service-unavailable"
 
 
-def test_cors_lets_a_configured_front_end_origin_submit_and_poll(make_server: Callable[..., ExamsServer]) -> None:
-    server = make_server(CORS_ALLOW_ORIGINS="https://school.example")
-    url = f"{server.base_url}/api/exam-results/process"
-    preflight = httpx.options(
-        url,
+def test_cors_lets_a_configured_front_end_origin_submit_and_poll(make_app: Callable[..., ExamsApp]) -> None:
+    server = make_app(CORS_ALLOW_ORIGINS="https://school.example")
+    preflight = server.http.options(
+        "/api/exam-results/process",
         headers={
             "Origin": "https://school.example",
             "Access-Control-Request-Method": "POST",
@@ -255,6 +266,6 @@ def test_cors_lets_a_configured_front_end_origin_submit_and_poll(make_server: Ca
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_no_cors_headers_unless_configured(server_session: ExamsServer) -> None:
-    response = httpx.get(f"{server_session.base_url}/api/exams", headers={"Origin": "https://school.example"})
+def test_no_cors_headers_unless_configured(app_session: ExamsApp) -> None:
+    response = app_session.http.get("/api/exams", headers={"Origin": "https://school.example"})
     assert "access-control-allow-origin" not in response.headers

@@ -23,7 +23,7 @@ from core.db import Database
 from core.settings import load_settings
 from jobs.models import ExamProcessingJob, utcnow
 from server.cli import main
-from server.migrate import run_migrations
+from server.migrate import run_migrations, schema_revisions
 from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, Process, run_exams, sqlite_url
 
 
@@ -321,7 +321,8 @@ def test_serve_refuses_an_unmigrated_postgresql_database(pg_url: str) -> None:
     result = run_exams(["serve", "--port", "1"], {"DATABASE_URL": pg_url}, check=False)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["exams: the database schema is at nothing, not 0002: run `exams migrate`"], result.stderr
+    head = schema_revisions(load_settings({"DATABASE_URL": pg_url}, env_file=Path("absent.env")))[1]
+    assert lines == [f"exams: the database schema is at nothing, not {head}: run `exams migrate`"], result.stderr
 
 
 def test_scheduler_in_embedded_mode_runs_the_daily_cleanup(

@@ -1,9 +1,11 @@
-"""``GET /metrics`` through real ``exams serve`` processes: SPEC's names, types and labels.
+"""``GET /metrics``: SPEC's names, types and labels.
 
-Single-process mode (no ``PROMETHEUS_MULTIPROC_DIR``, embedded worker), multiprocess mode (a
-separate ``exams worker`` on Redis sharing the directory with the web app; its log is checked
-here too, since it runs here), and a scrape while the broker is unreachable. Redis is
-required: a missing server fails, never skips.
+Single-process mode (no ``PROMETHEUS_MULTIPROC_DIR``, embedded worker) through a real, fresh
+``exams serve``: the test counts from zero, and counters are per process (in the test process
+they hold every in-process test's jobs). Multiprocess mode through real processes (a separate
+``exams worker`` on Redis sharing the directory with the web app; its log is checked here too,
+since it runs here). A scrape while the broker is unreachable, in process. Redis is required:
+a missing server fails, never skips.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support import (
     MATH_ANSWERS,
+    ExamsApp,
     ExamsServer,
     FakeAIProcess,
     Process,
+    app_settings,
     base_env,
     free_port,
     json_lines,
-    run_exams,
     sqlite_url,
 )
 
@@ -53,9 +56,9 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
 }
 # Label values SPEC fixes (the whole set must be exposed, so a first increase is visible).
 SPEC_LABEL_VALUES = {
-    ("exams_jobs_finished_total", "status"): {"completed", "failed"},
+    ("exams_jobs_finished_total", "status"): {"completed", "failed", "cancelled"},
     ("exams_ai_requests_total", "outcome"): {"success", "timeout", "error", "disabled"},
-    ("exams_jobs", "status"): {"pending", "processing", "completed", "failed"},
+    ("exams_jobs", "status"): {"pending", "processing", "completed", "failed", "cancelled"},
     ("exams_queue_messages", "state"): {"ready", "delayed", "dead"},
 }
 STAGES = {"validating_exam", "processing_answers", "getting_ai_recommendations", "finalizing_results"}
@@ -92,8 +95,11 @@ class Scrape:
         return {value for family in self.families.values() for s in family.samples for value in s.labels.values()}
 
 
-def scrape(server: ExamsServer) -> Scrape:
-    response = httpx.get(f"{server.base_url}/metrics", timeout=10)
+def scrape(server: ExamsServer | ExamsApp) -> Scrape:
+    if isinstance(server, ExamsApp):
+        response = server.http.get("/metrics")
+    else:
+        response = httpx.get(f"{server.base_url}/metrics", timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return Scrape(response.text)
@@ -229,12 +235,11 @@ def test_spec_metrics_move_with_jobs_and_carry_no_ids(
 
 
 def test_scrape_answers_when_the_broker_is_unreachable(tmp_path: Path) -> None:
-    env = base_env(
+    settings = app_settings(
         sqlite_url(tmp_path), "http://127.0.0.1:9/v1", QUEUE_CONNECTION="redis", REDIS_URL="redis://127.0.0.1:1/0"
     )
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = ExamsServer(env, tmp_path / "server.log")
-    run_exams(["migrate"], env)
+    assert not settings.prometheus_multiproc_dir
+    server = ExamsApp(settings).prepare()
     server.start()
     try:
         for _ in range(2):  # computed, then served from the cache
@@ -246,6 +251,7 @@ def test_scrape_answers_when_the_broker_is_unreachable(tmp_path: Path) -> None:
             assert "exams_jobs_submitted_total" in result.families
     finally:
         server.stop()
+    assert json_lines(server.log()), "the app's log was not captured"
     assert "Traceback" not in server.log(), server.log()[-3000:]
 
 

@@ -1,4 +1,4 @@
-"""HTTP feature tests of the exams catalog API (``GET /api/exams``, ``GET /api/exams/{code}``).
+"""HTTP feature tests of the exams catalog API (``GET /api/exams``, ``GET /api/exams/{code}``), in process.
 
 Compared with the shipped sample catalog file; correct answers must never leave the server.
 """
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from i18n import gettext
-from support import SAMPLE_CATALOG, ExamsServer
+from support import SAMPLE_CATALOG, ExamsApp
 
 ARABIC = re.compile("[\u0600-\u06ff]")
 QUESTION_TYPES = {"single_choice", "multiple_choice", "true_false", "numeric", "short_text"}
@@ -24,8 +24,8 @@ def sample() -> dict[str, dict[str, Any]]:
     return {exam["code"]: exam for exam in json.loads(SAMPLE_CATALOG.read_text(encoding="utf-8"))}
 
 
-def api(server: ExamsServer, path: str, **params: str) -> httpx.Response:
-    return httpx.get(f"{server.base_url}{path}", params=params or None, timeout=10)
+def api(server: ExamsApp, path: str, **params: str) -> httpx.Response:
+    return server.http.get(path, params=params or None)
 
 
 def keys_anywhere(value: Any) -> set[str]:
@@ -37,8 +37,8 @@ def keys_anywhere(value: Any) -> set[str]:
     return set()
 
 
-def test_list_exams_gives_code_title_question_count_status(server_session: ExamsServer) -> None:
-    response = api(server_session, "/api/exams")
+def test_list_exams_gives_code_title_question_count_status(app_session: ExamsApp) -> None:
+    response = api(app_session, "/api/exams")
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].split(";")[0] == "application/json"
@@ -59,11 +59,11 @@ def test_list_exams_gives_code_title_question_count_status(server_session: Exams
 
 
 @pytest.mark.parametrize("how", ["query", "header"])
-def test_list_exams_in_arabic(server_session: ExamsServer, how: str) -> None:
+def test_list_exams_in_arabic(app_session: ExamsApp, how: str) -> None:
     if how == "query":
-        response = api(server_session, "/api/exams", lang="ar")
+        response = api(app_session, "/api/exams", lang="ar")
     else:
-        response = httpx.get(f"{server_session.base_url}/api/exams", headers={"Accept-Language": "ar"}, timeout=10)
+        response = app_session.http.get("/api/exams", headers={"Accept-Language": "ar"})
 
     assert response.status_code == 200
     expected = sample()
@@ -73,8 +73,8 @@ def test_list_exams_in_arabic(server_session: ExamsServer, how: str) -> None:
         assert item["status"] == expected[item["code"]]["status"], "machine fields do not change"
 
 
-def test_exam_detail_has_questions_without_answers(server_session: ExamsServer) -> None:
-    response = api(server_session, "/api/exams/MATH-101")
+def test_exam_detail_has_questions_without_answers(app_session: ExamsApp) -> None:
+    response = api(app_session, "/api/exams/MATH-101")
 
     assert response.status_code == 200, response.text
     raw = response.text
@@ -102,17 +102,17 @@ def test_exam_detail_has_questions_without_answers(server_session: ExamsServer) 
 
 
 @pytest.mark.parametrize("code", sorted(sample()))
-def test_no_exam_leaks_its_answers(server_session: ExamsServer, code: str) -> None:
+def test_no_exam_leaks_its_answers(app_session: ExamsApp, code: str) -> None:
     for lang in ("en", "ar"):
-        response = api(server_session, f"/api/exams/{code}", lang=lang)
+        response = api(app_session, f"/api/exams/{code}", lang=lang)
         assert response.status_code == 200, response.text
         body = response.json()
         assert "answer" not in keys_anywhere(body)
         assert len(body["questions"]) == len(sample()[code]["questions"])
 
 
-def test_exam_detail_in_arabic(server_session: ExamsServer) -> None:
-    response = api(server_session, "/api/exams/MATH-101", lang="ar")
+def test_exam_detail_in_arabic(app_session: ExamsApp) -> None:
+    response = api(app_session, "/api/exams/MATH-101", lang="ar")
 
     assert response.status_code == 200
     body = response.json()
@@ -122,8 +122,8 @@ def test_exam_detail_in_arabic(server_session: ExamsServer) -> None:
     assert [q["type"] for q in body["questions"]] == [q["type"] for q in exam["questions"]]
 
 
-def test_closed_exam_detail_is_visible(server_session: ExamsServer) -> None:
-    response = api(server_session, "/api/exams/HIST-100")
+def test_closed_exam_detail_is_visible(app_session: ExamsApp) -> None:
+    response = api(app_session, "/api/exams/HIST-100")
     assert response.status_code == 200
     assert response.json()["status"] == "closed"
 
@@ -131,8 +131,8 @@ def test_closed_exam_detail_is_visible(server_session: ExamsServer) -> None:
 @pytest.mark.parametrize(
     "code", ["NOPE-1", "MATH-1010", "%3Cscript%3E", "%D8%A7%D9%85%D8%AA%D8%AD%D8%A7%D9%86", "A" * 300]
 )
-def test_unknown_exam_code_is_404_problem(server_session: ExamsServer, code: str) -> None:
-    response = api(server_session, f"/api/exams/{code}")
+def test_unknown_exam_code_is_404_problem(app_session: ExamsApp, code: str) -> None:
+    response = api(app_session, f"/api/exams/{code}")
 
     assert response.status_code == 404, response.text
     assert response.headers["content-type"].split(";")[0] == "application/problem+json"
@@ -142,8 +142,8 @@ def test_unknown_exam_code_is_404_problem(server_session: ExamsServer, code: str
     assert doc["detail"]
 
 
-def test_unknown_exam_code_404_in_arabic(server_session: ExamsServer) -> None:
-    response = api(server_session, "/api/exams/NOPE-1", lang="ar")
+def test_unknown_exam_code_404_in_arabic(app_session: ExamsApp) -> None:
+    response = api(app_session, "/api/exams/NOPE-1", lang="ar")
 
     assert response.status_code == 404
     assert response.headers["content-language"] == "ar"

@@ -1,7 +1,9 @@
-"""HTTP feature tests of ``GET /api/exam-results/status/{job_id}/events`` (server-sent events, SPEC.md).
+"""HTTP feature tests of ``GET /api/exam-results/status/{job_id}/events`` (server-sent events, SPEC.md), in process.
 
-The stream is read with httpx streaming and parsed into SSE frames: a ``progress`` event with
+The stream is read through the test client and parsed into SSE frames: a ``progress`` event with
 the current document first, ``progress`` per change, then ``completed`` or ``failed``, then the end.
+The in-process client hands over a response once the app has sent all of it, so a stream that
+does not close fails the test by its timeout.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import httpx
 import pytest
 
 from i18n import gettext
-from support import SPEC_STEP_ORDER, ExamsServer, FakeAIProcess
+from support import SPEC_STEP_ORDER, ExamsApp, FakeAIProcess
 
 STATUS = "/api/exam-results/status"
 ARABIC = re.compile("[\u0600-\u06ff]")
 SPEC_ORDER = list(SPEC_STEP_ORDER)
-#: Long enough never to hang a test, short enough to notice a stream that does not close.
-STREAM_TIMEOUT = httpx.Timeout(60.0, read=30.0)
+#: Seconds a test reading a stream may take: long enough for a job, short enough to notice a
+#: stream that does not close.
+STREAM_TIMEOUT = 60
+
+pytestmark = pytest.mark.timeout(STREAM_TIMEOUT)
 
 
 class Stream:
@@ -63,9 +68,8 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
         yield {"event": fields.get("event", "message"), "data": "\n".join(data), **fields}
 
 
-def read_events(server: ExamsServer, job_id: str, **params: str) -> Stream:
-    url = f"{server.base_url}{STATUS}/{job_id}/events"
-    with httpx.stream("GET", url, params=params, timeout=STREAM_TIMEOUT) as response:
+def read_events(server: ExamsApp, job_id: str, **params: str) -> Stream:
+    with server.http.stream("GET", f"{STATUS}/{job_id}/events", params=params) as response:
         if response.status_code != 200:
             response.read()
             return Stream(response, [])
@@ -81,9 +85,9 @@ def assert_event_stream_headers(stream: Stream, lang: str = "en") -> None:
 
 
 def test_live_job_streams_progress_then_completed_then_closes(
-    make_server: Callable[..., ExamsServer], slow_ai: FakeAIProcess
+    make_app: Callable[..., ExamsApp], slow_ai: FakeAIProcess
 ) -> None:
-    server = make_server()
+    server = make_app()
     job_id = server.submitted()
 
     stream = read_events(server, job_id)
@@ -109,11 +113,11 @@ def test_live_job_streams_progress_then_completed_then_closes(
     assert "getting_ai_recommendations" in {doc["current_step"] for doc in docs}
 
 
-def test_finished_job_gives_one_progress_then_completed(server_session: ExamsServer) -> None:
-    job_id = server_session.submitted()
-    final, _ = server_session.wait_final(job_id)
+def test_finished_job_gives_one_progress_then_completed(app_session: ExamsApp) -> None:
+    job_id = app_session.submitted()
+    final, _ = app_session.wait_final(job_id)
 
-    stream = read_events(server_session, job_id)
+    stream = read_events(app_session, job_id)
 
     assert_event_stream_headers(stream)
     assert stream.names == ["progress", "completed"]
@@ -122,11 +126,11 @@ def test_finished_job_gives_one_progress_then_completed(server_session: ExamsSer
     assert len(set(ids)) == 2, ids
 
 
-def test_late_subscriber_in_arabic_gets_arabic_labels(server_session: ExamsServer) -> None:
-    job_id = server_session.submitted()
-    server_session.wait_final(job_id)
+def test_late_subscriber_in_arabic_gets_arabic_labels(app_session: ExamsApp) -> None:
+    job_id = app_session.submitted()
+    app_session.wait_final(job_id)
 
-    stream = read_events(server_session, job_id, lang="ar")
+    stream = read_events(app_session, job_id, lang="ar")
 
     assert_event_stream_headers(stream, "ar")
     assert stream.names == ["progress", "completed"]
@@ -138,8 +142,8 @@ def test_late_subscriber_in_arabic_gets_arabic_labels(server_session: ExamsServe
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "x" * 300])
-def test_unknown_job_events_is_404_problem(server_session: ExamsServer, job_id: str) -> None:
-    stream = read_events(server_session, job_id)
+def test_unknown_job_events_is_404_problem(app_session: ExamsApp, job_id: str) -> None:
+    stream = read_events(app_session, job_id)
 
     response = stream.response
     assert response.status_code == 404, response.text
@@ -150,16 +154,14 @@ def test_unknown_job_events_is_404_problem(server_session: ExamsServer, job_id: 
     assert isinstance(doc["detail"], str)
 
 
-def test_failed_job_ends_with_a_failed_event(
-    make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
-) -> None:
+def test_failed_job_ends_with_a_failed_event(make_app: Callable[..., ExamsApp], fake_ai_http: FakeAIProcess) -> None:
     fake_ai_http.set_mode("error_500")
     try:
-        server = make_server(JOB_MAX_RETRIES="0")
+        server = make_app(JOB_MAX_RETRIES="0")
         job_id = server.submitted()
 
         stream = read_events(server, job_id)
-        status = httpx.get(f"{server.base_url}{STATUS}/{job_id}", timeout=10)
+        status = server.http.get(f"{STATUS}/{job_id}")
     finally:
         fake_ai_http.reset()
 

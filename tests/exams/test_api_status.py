@@ -1,4 +1,4 @@
-"""HTTP feature tests of ``GET /api/exam-results/status/{job_id}`` (SPEC.md) against a real server.
+"""HTTP feature tests of ``GET /api/exam-results/status/{job_id}`` (SPEC.md), in process.
 
 Headers through a job's life (``Cache-Control``, ``Retry-After``), localised step labels with
 unchanged machine fields, ``result``/``error_message`` only when final, and 404 problems.
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from i18n import gettext
-from support import SPEC_STEP_ORDER, ExamsServer, FakeAIProcess
+from support import SPEC_STEP_ORDER, ExamsApp, FakeAIProcess
 
 STATUS = "/api/exam-results/status"
 PROBLEM = "application/problem+json"
@@ -25,12 +25,12 @@ TERMINAL = ("completed", "failed")
 SPEC_ORDER = list(SPEC_STEP_ORDER)
 
 
-def get_status(server: ExamsServer, job_id: str, lang: str | None = None, **headers: str) -> httpx.Response:
+def get_status(server: ExamsApp, job_id: str, lang: str | None = None, **headers: str) -> httpx.Response:
     params = {"lang": lang} if lang else None
-    return httpx.get(f"{server.base_url}{STATUS}/{job_id}", params=params, headers=headers, timeout=10)
+    return server.http.get(f"{STATUS}/{job_id}", params=params, headers=headers)
 
 
-def poll_with_headers(server: ExamsServer, job_id: str, timeout: float = 60.0) -> list[tuple[str, httpx.Response]]:
+def poll_with_headers(server: ExamsApp, job_id: str, timeout: float = 60.0) -> list[tuple[str, httpx.Response]]:
     """Poll (alternating English and Arabic) until the job is final; every (lang, response)."""
     seen: list[tuple[str, httpx.Response]] = []
     deadline = time.monotonic() + timeout
@@ -46,9 +46,9 @@ def poll_with_headers(server: ExamsServer, job_id: str, timeout: float = 60.0) -
 
 
 def test_headers_labels_and_nulls_through_the_life_of_a_job(
-    make_server: Callable[..., ExamsServer], slow_ai: FakeAIProcess
+    make_app: Callable[..., ExamsApp], slow_ai: FakeAIProcess
 ) -> None:
-    server = make_server()
+    server = make_app()
     job_id = server.submitted()
 
     seen = poll_with_headers(server, job_id)
@@ -83,12 +83,12 @@ def test_headers_labels_and_nulls_through_the_life_of_a_job(
     assert final["current_step_label"] == gettext("step.completed", final_lang)
 
 
-def test_finished_job_has_no_retry_after_and_never_caches(server_session: ExamsServer) -> None:
-    job_id = server_session.submitted()
-    server_session.wait_final(job_id)
+def test_finished_job_has_no_retry_after_and_never_caches(app_session: ExamsApp) -> None:
+    job_id = app_session.submitted()
+    app_session.wait_final(job_id)
 
     for _ in range(2):
-        response = get_status(server_session, job_id)
+        response = get_status(app_session, job_id)
         assert response.status_code == 200
         assert response.headers["cache-control"] == "no-store"
         assert "retry-after" not in response.headers
@@ -96,15 +96,15 @@ def test_finished_job_has_no_retry_after_and_never_caches(server_session: ExamsS
         assert "last-modified" not in response.headers
 
 
-def test_arabic_changes_only_the_step_label(server_session: ExamsServer) -> None:
-    job_id = server_session.submitted()
-    server_session.wait_final(job_id)
+def test_arabic_changes_only_the_step_label(app_session: ExamsApp) -> None:
+    job_id = app_session.submitted()
+    app_session.wait_final(job_id)
 
-    english = get_status(server_session, job_id).json()
-    by_header = get_status(server_session, job_id, **{"Accept-Language": "ar"})
-    by_query = get_status(server_session, job_id, "ar")
-    by_quality = get_status(server_session, job_id, **{"Accept-Language": "fr, ar;q=0.5"})
-    fallback = get_status(server_session, job_id, **{"Accept-Language": "de"})
+    english = get_status(app_session, job_id).json()
+    by_header = get_status(app_session, job_id, **{"Accept-Language": "ar"})
+    by_query = get_status(app_session, job_id, "ar")
+    by_quality = get_status(app_session, job_id, **{"Accept-Language": "fr, ar;q=0.5"})
+    fallback = get_status(app_session, job_id, **{"Accept-Language": "de"})
 
     for response in (by_header, by_query, by_quality):
         assert response.headers["content-language"] == "ar"
@@ -118,9 +118,10 @@ def test_arabic_changes_only_the_step_label(server_session: ExamsServer) -> None
     assert fallback.json() == english
 
 
-def test_status_of_an_uppercase_job_id_is_the_same_job(server_session: ExamsServer) -> None:
-    job_id = server_session.submitted()
-    response = get_status(server_session, job_id.upper())
+def test_status_of_an_uppercase_job_id_is_the_same_job(app_each_database: ExamsApp) -> None:
+    # The id column is stored differently by SQLite and PostgreSQL: both find the job.
+    job_id = app_each_database.submitted()
+    response = get_status(app_each_database, job_id.upper())
     assert response.status_code == 200, response.text
     assert response.json()["job_id"] == job_id
 
@@ -140,8 +141,8 @@ NOT_FOUND_IDS = [
 
 
 @pytest.mark.parametrize("job_id", NOT_FOUND_IDS, ids=range(len(NOT_FOUND_IDS)))
-def test_unknown_or_malformed_job_id_is_404_problem(server_session: ExamsServer, job_id: str) -> None:
-    response = get_status(server_session, job_id)
+def test_unknown_or_malformed_job_id_is_404_problem(app_session: ExamsApp, job_id: str) -> None:
+    response = get_status(app_session, job_id)
 
     assert response.status_code == 404, response.text
     assert response.headers["content-type"].split(";")[0] == PROBLEM
@@ -153,10 +154,10 @@ def test_unknown_or_malformed_job_id_is_404_problem(server_session: ExamsServer,
     assert "retry-after" not in response.headers
 
 
-def test_404_problem_in_arabic_keeps_its_type(server_session: ExamsServer) -> None:
+def test_404_problem_in_arabic_keeps_its_type(app_session: ExamsApp) -> None:
     job_id = str(uuid.uuid4())
-    english = get_status(server_session, job_id).json()
-    response = get_status(server_session, job_id, "ar")
+    english = get_status(app_session, job_id).json()
+    response = get_status(app_session, job_id, "ar")
 
     assert response.status_code == 404
     assert response.headers["content-language"] == "ar"

@@ -1,4 +1,4 @@
-"""HTTP feature tests of ``POST /api/exam-results/process`` (SPEC.md) against a real ``exams serve``.
+"""HTTP feature tests of ``POST /api/exam-results/process`` (SPEC.md), in process (``create_app``, embedded worker).
 
 Covers the 202 contract, the full flow to ``completed``, the result against the pure grader,
 every error path as a problem document (in English and Arabic), hostile input and
@@ -24,7 +24,7 @@ from exams.catalog import load_catalog_file
 from exams.definitions import ExamDefinition
 from exams.grading import grade
 from i18n import gettext
-from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess
+from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsApp, FakeAIProcess
 
 PROCESS = "/api/exam-results/process"
 STATUS = "/api/exam-results/status"
@@ -43,6 +43,7 @@ STATUS_FIELDS = {
     "attempts",
     "result",
     "error_message",
+    "error_code",
     "created_at",
     "started_at",
     "completed_at",
@@ -64,23 +65,22 @@ SPEC_ORDER = list(SPEC_STEPS)
 
 
 def post_raw(
-    server: ExamsServer,
+    server: ExamsApp,
     content: bytes | str,
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """POST ``content`` as is (so malformed bodies reach the server untouched)."""
-    return httpx.post(
-        f"{server.base_url}{PROCESS}",
+    """POST ``content`` as is (so malformed bodies reach the app untouched)."""
+    return server.http.post(
+        PROCESS,
         content=content.encode() if isinstance(content, str) else content,
         headers={"Content-Type": "application/json", **(headers or {})},
         params=params,
-        timeout=30,
     )
 
 
 def post_json(
-    server: ExamsServer, body: Any, headers: dict[str, str] | None = None, params: dict[str, str] | None = None
+    server: ExamsApp, body: Any, headers: dict[str, str] | None = None, params: dict[str, str] | None = None
 ) -> httpx.Response:
     return post_raw(server, json.dumps(body), headers, params)
 
@@ -119,9 +119,11 @@ def field_errors(doc: dict[str, Any]) -> dict[str, str]:
     return {item["field"]: item["message"] for item in errors}
 
 
-def job_count(server: ExamsServer) -> int:
-    """Rows in the server's SQLite jobs table (read straight from the database file)."""
-    path = server.env["DATABASE_URL"].split(":///", 1)[1]
+def job_count(server: ExamsApp) -> int:
+    """Rows in the app's jobs table, read straight from its database (the SQLite file, or PostgreSQL)."""
+    if server.database_url.startswith("postgresql"):
+        return asyncio.run(pg_job_count(server.database_url))
+    path = server.database_url.split(":///", 1)[1]
     with sqlite3.connect(path, timeout=30) as conn:
         return int(conn.execute("SELECT count(*) FROM exam_processing_jobs").fetchone()[0])
 
@@ -140,8 +142,8 @@ def math_101() -> ExamDefinition:
     return next(exam for exam in load_catalog_file(SAMPLE_CATALOG) if exam.code == "MATH-101")
 
 
-def assert_server_alive(server: ExamsServer) -> None:
-    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+def assert_server_alive(server: ExamsApp) -> None:
+    assert server.http.get("/health").status_code == 200
 
 
 @pytest.fixture
@@ -155,8 +157,8 @@ def slow_ai(fake_ai_http: FakeAIProcess) -> Iterator[FakeAIProcess]:
 # --- 202 and the happy path ----------------------------------------------------------------
 
 
-def test_submit_answers_202_with_pending_status_document(server_session: ExamsServer) -> None:
-    response = server_session.submit()
+def test_submit_answers_202_with_pending_status_document(app_session: ExamsApp) -> None:
+    response = app_session.submit()
 
     assert response.status_code == 202, response.text
     assert response.headers["content-type"].split(";")[0] == "application/json"
@@ -183,9 +185,9 @@ def test_submit_answers_202_with_pending_status_document(server_session: ExamsSe
 
 
 def test_full_flow_until_completed_moves_forward_in_spec_order(
-    make_server: Callable[..., ExamsServer], slow_ai: FakeAIProcess
+    make_app: Callable[..., ExamsApp], slow_ai: FakeAIProcess
 ) -> None:
-    server = make_server()
+    server = make_app()
     response = server.submit()
     assert response.status_code == 202, response.text
 
@@ -212,13 +214,13 @@ def test_full_flow_until_completed_moves_forward_in_spec_order(
 
 
 def test_ai_answer_arriving_as_progress_ticks_still_completes(
-    make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
+    make_app: Callable[..., ExamsApp], fake_ai_http: FakeAIProcess
 ) -> None:
     # The AI answers after 2 s, just as the second once-a-second progress tick is saving:
     # the job must still complete (a whole number of ticks is the common case, not a corner).
     fake_ai_http.set_mode("ok", latency=2.0)
     try:
-        server = make_server()
+        server = make_app()
         job_ids = [server.submit().json()["job_id"] for _ in range(6)]
         finals = [server.wait_final(job_id)[0] for job_id in job_ids]
     finally:
@@ -228,14 +230,14 @@ def test_ai_answer_arriving_as_progress_ticks_still_completes(
     assert failures == []
 
 
-def test_result_matches_the_pure_grader_for_known_answers(server_session: ExamsServer) -> None:
+def test_result_matches_the_pure_grader_for_known_answers(app_session: ExamsApp) -> None:
     # q2 in another order, q3 within tolerance, q4 wrong, q5 in other case and spacing,
     # q6 and q7 unanswered.
     answers: dict[str, Any] = {"q1": "b", "q2": ["c", "a"], "q3": 3.149, "q4": False, "q5": "  PhotoSynthesis "}
-    response = server_session.submit(answers)
+    response = app_session.submit(answers)
     assert response.status_code == 202, response.text
 
-    final, _ = server_session.wait_final(response.json()["job_id"])
+    final, _ = app_session.wait_final(response.json()["job_id"])
 
     assert final["status"] == "completed", final
     result = final["result"]
@@ -274,9 +276,9 @@ def test_result_matches_the_pure_grader_for_known_answers(server_session: ExamsS
 
 
 def test_ai_disabled_gives_rule_based_recommendations_without_calling_the_ai(
-    make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
+    make_app: Callable[..., ExamsApp], fake_ai_http: FakeAIProcess
 ) -> None:
-    server = make_server(AI_API_ENABLED="false")
+    server = make_app(AI_API_ENABLED="false")
     response = server.submit()
     assert response.status_code == 202, response.text
 
@@ -293,66 +295,64 @@ def test_ai_disabled_gives_rule_based_recommendations_without_calling_the_ai(
 
 
 @pytest.mark.parametrize("body", ['{"exam_code": "MATH-101",', "not json", "", '{"a": 1} trailing', "\xff\xfe"])
-def test_malformed_json_is_400_problem(server_session: ExamsServer, body: str) -> None:
-    before = job_count(server_session)
-    doc = assert_problem(post_raw(server_session, body), 400, "/problems/malformed-json")
+def test_malformed_json_is_400_problem(app_session: ExamsApp, body: str) -> None:
+    before = job_count(app_session)
+    doc = assert_problem(post_raw(app_session, body), 400, "/problems/malformed-json")
     assert "errors" not in doc
-    assert job_count(server_session) == before
+    assert job_count(app_session) == before
 
 
 @pytest.mark.parametrize("body", [[], [submission()], "MATH-101", 42, None, True])
-def test_json_that_is_not_an_object_is_422(server_session: ExamsServer, body: Any) -> None:
-    doc = assert_problem(post_json(server_session, body), 422, "/problems/validation-error")
+def test_json_that_is_not_an_object_is_422(app_session: ExamsApp, body: Any) -> None:
+    doc = assert_problem(post_json(app_session, body), 422, "/problems/validation-error")
     assert field_errors(doc) == {"body": gettext("validation.not_object", "en")}
 
 
-def test_missing_fields_are_each_listed(server_session: ExamsServer) -> None:
-    doc = assert_problem(post_json(server_session, {}), 422, "/problems/validation-error")
+def test_missing_fields_are_each_listed(app_session: ExamsApp) -> None:
+    doc = assert_problem(post_json(app_session, {}), 422, "/problems/validation-error")
     required = gettext("validation.required", "en")
     assert field_errors(doc) == {"exam_code": required, "student_id": required, "answers": required}
 
 
 @pytest.mark.parametrize("missing", ["exam_code", "student_id", "answers"])
-def test_each_missing_field_alone_is_422(server_session: ExamsServer, missing: str) -> None:
+def test_each_missing_field_alone_is_422(app_session: ExamsApp, missing: str) -> None:
     body = submission()
     del body[missing]
-    doc = assert_problem(post_json(server_session, body), 422, "/problems/validation-error")
+    doc = assert_problem(post_json(app_session, body), 422, "/problems/validation-error")
     assert field_errors(doc) == {missing: gettext("validation.required", "en")}
 
 
-def test_wrong_types_are_422_with_field_errors(server_session: ExamsServer) -> None:
+def test_wrong_types_are_422_with_field_errors(app_session: ExamsApp) -> None:
     body = submission(exam_code=101, answers=None)
     body["answers"] = ["b", ["a", "c"]]
-    doc = assert_problem(post_json(server_session, body), 422, "/problems/validation-error")
+    doc = assert_problem(post_json(app_session, body), 422, "/problems/validation-error")
     assert field_errors(doc) == {
         "exam_code": gettext("validation.not_string", "en"),
         "answers": gettext("validation.not_object", "en"),
     }
 
 
-def test_student_id_not_a_string_is_422(server_session: ExamsServer) -> None:
-    doc = assert_problem(post_json(server_session, submission(student_id=1042)), 422, "/problems/validation-error")
+def test_student_id_not_a_string_is_422(app_session: ExamsApp) -> None:
+    doc = assert_problem(post_json(app_session, submission(student_id=1042)), 422, "/problems/validation-error")
     assert field_errors(doc) == {"student_id": gettext("validation.not_string", "en")}
 
 
-def test_unknown_exam_code_is_422(server_session: ExamsServer) -> None:
-    doc = assert_problem(post_json(server_session, submission(exam_code="NOPE-999")), 422, "/problems/validation-error")
+def test_unknown_exam_code_is_422(app_session: ExamsApp) -> None:
+    doc = assert_problem(post_json(app_session, submission(exam_code="NOPE-999")), 422, "/problems/validation-error")
     assert field_errors(doc) == {"exam_code": gettext("validation.exam_unknown", "en", code="NOPE-999")}
 
 
-def test_closed_exam_accepts_no_submission(server_session: ExamsServer) -> None:
-    before = job_count(server_session)
+def test_closed_exam_accepts_no_submission(app_session: ExamsApp) -> None:
+    before = job_count(app_session)
     doc = assert_problem(
-        post_json(server_session, submission({"q1": "a"}, exam_code="HIST-100")), 422, "/problems/validation-error"
+        post_json(app_session, submission({"q1": "a"}, exam_code="HIST-100")), 422, "/problems/validation-error"
     )
     assert field_errors(doc) == {"exam_code": gettext("validation.exam_closed", "en", code="HIST-100")}
-    assert job_count(server_session) == before
+    assert job_count(app_session) == before
 
 
-def test_unknown_question_id_is_422(server_session: ExamsServer) -> None:
-    doc = assert_problem(
-        post_json(server_session, submission({"q1": "b", "q99": "a"})), 422, "/problems/validation-error"
-    )
+def test_unknown_question_id_is_422(app_session: ExamsApp) -> None:
+    doc = assert_problem(post_json(app_session, submission({"q1": "b", "q99": "a"})), 422, "/problems/validation-error")
     assert field_errors(doc) == {
         "answers.q99": gettext("validation.unknown_question", "en", code="MATH-101", question_id="q99")
     }
@@ -375,54 +375,49 @@ def test_unknown_question_id_is_422(server_session: ExamsServer) -> None:
     ],
 )
 def test_answer_of_the_wrong_type_is_422_naming_the_question(
-    server_session: ExamsServer, question: str, value: Any, key: str
+    app_session: ExamsApp, question: str, value: Any, key: str
 ) -> None:
-    before = job_count(server_session)
-    doc = assert_problem(post_json(server_session, submission({question: value})), 422, "/problems/validation-error")
+    before = job_count(app_session)
+    doc = assert_problem(post_json(app_session, submission({question: value})), 422, "/problems/validation-error")
     assert field_errors(doc) == {f"answers.{question}": gettext(key, "en")}
-    assert job_count(server_session) == before
+    assert job_count(app_session) == before
 
 
 @pytest.mark.parametrize(("question", "value"), [("q1", "z"), ("q1", "B"), ("q2", ["a", "z"])])
-def test_option_not_among_the_options_is_422(server_session: ExamsServer, question: str, value: Any) -> None:
-    doc = assert_problem(post_json(server_session, submission({question: value})), 422, "/problems/validation-error")
+def test_option_not_among_the_options_is_422(app_session: ExamsApp, question: str, value: Any) -> None:
+    doc = assert_problem(post_json(app_session, submission({question: value})), 422, "/problems/validation-error")
     assert doc["errors"] == [
         {"field": f"answers.{question}", "message": gettext("validation.answer_not_option", "en", options="a, b, c")}
     ]
 
 
-def test_every_bad_answer_is_listed_at_once(server_session: ExamsServer) -> None:
+def test_every_bad_answer_is_listed_at_once(app_session: ExamsApp) -> None:
     answers = {"q1": "z", "q2": "a", "q3": "x", "q4": 1, "q5": 3, "q9": 1}
-    doc = assert_problem(post_json(server_session, submission(answers)), 422, "/problems/validation-error")
+    doc = assert_problem(post_json(app_session, submission(answers)), 422, "/problems/validation-error")
     assert sorted(field_errors(doc)) == [f"answers.q{n}" for n in (1, 2, 3, 4, 5, 9)]
     assert doc["detail"] == gettext("problem.validation.detail", "en", count=6)
 
 
-def test_body_over_one_mebibyte_is_413_problem(server_session: ExamsServer) -> None:
-    before = job_count(server_session)
+def test_body_over_one_mebibyte_is_413_problem(app_session: ExamsApp) -> None:
+    before = job_count(app_session)
     body = json.dumps(submission({"q5": "x" * (MIB + 10)}))
-    doc = assert_problem(post_raw(server_session, body), 413, "/problems/payload-too-large")
+    doc = assert_problem(post_raw(app_session, body), 413, "/problems/payload-too-large")
     assert doc["detail"] == gettext("problem.too_large.detail", "en", max_bytes=MIB)
-    assert job_count(server_session) == before
+    assert job_count(app_session) == before
 
 
-def test_body_over_the_limit_without_content_length_is_413(server_session: ExamsServer) -> None:
+def test_body_over_the_limit_without_content_length_is_413(app_session: ExamsApp) -> None:
     chunks = [b'{"exam_code": "MATH-101", "student_id": "s", "answers": {"q5": "'] + [b"x" * 65536] * 17 + [b'"}}']
-    response = httpx.post(
-        f"{server_session.base_url}{PROCESS}",
-        content=iter(chunks),
-        headers={"Content-Type": "application/json"},
-        timeout=30,
-    )
+    response = app_session.http.post(PROCESS, content=iter(chunks), headers={"Content-Type": "application/json"})
     assert "content-length" not in response.request.headers
     assert_problem(response, 413, "/problems/payload-too-large")
 
 
-def test_body_of_exactly_one_mebibyte_is_accepted(server_session: ExamsServer) -> None:
+def test_body_of_exactly_one_mebibyte_is_accepted(app_session: ExamsApp) -> None:
     body = json.dumps(submission()).encode()
     body += b" " * (MIB - len(body))  # JSON allows trailing whitespace
     assert len(body) == MIB
-    response = post_raw(server_session, body)
+    response = post_raw(app_session, body)
     assert response.status_code == 202, response.text
 
 
@@ -444,49 +439,49 @@ HOSTILE_BODIES: dict[str, Any] = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_BODIES))
-def test_hostile_input_is_a_clear_4xx_and_creates_no_job(server_session: ExamsServer, name: str) -> None:
-    before = job_count(server_session)
+def test_hostile_input_is_a_clear_4xx_and_creates_no_job(app_session: ExamsApp, name: str) -> None:
+    before = job_count(app_session)
     raw = json.dumps(HOSTILE_BODIES[name]).replace("Infinity", "1e999")
-    response = post_raw(server_session, raw)
+    response = post_raw(app_session, raw)
     assert 400 <= response.status_code < 500, response.text
     assert_problem(response, response.status_code)
-    assert job_count(server_session) == before
-    assert_server_alive(server_session)
+    assert job_count(app_session) == before
+    assert_server_alive(app_session)
 
 
 @pytest.mark.parametrize("depth", [100, 5000, 100_000])
-def test_deeply_nested_json_is_a_clear_4xx(server_session: ExamsServer, depth: int) -> None:
-    before = job_count(server_session)
+def test_deeply_nested_json_is_a_clear_4xx(app_session: ExamsApp, depth: int) -> None:
+    before = job_count(app_session)
     raw = '{"exam_code": "MATH-101", "student_id": "s", "answers": {"q1": ' + "[" * depth + "]" * depth + "}}"
-    response = post_raw(server_session, raw)
+    response = post_raw(app_session, raw)
     doc = assert_problem(response, response.status_code)
     assert response.status_code in (400, 422), doc
-    assert job_count(server_session) == before
-    assert_server_alive(server_session)
+    assert job_count(app_session) == before
+    assert_server_alive(app_session)
 
 
-def test_deeply_nested_json_document_is_a_clear_4xx(server_session: ExamsServer) -> None:
-    response = post_raw(server_session, "[" * 200_000 + "]" * 200_000)
+def test_deeply_nested_json_document_is_a_clear_4xx(app_session: ExamsApp) -> None:
+    response = post_raw(app_session, "[" * 200_000 + "]" * 200_000)
     doc = assert_problem(response, response.status_code)
     assert response.status_code in (400, 422), doc
-    assert_server_alive(server_session)
+    assert_server_alive(app_session)
 
 
-def test_nul_characters_are_rejected_on_postgresql_too(make_server: Callable[..., ExamsServer], pg_url: str) -> None:
+def test_nul_characters_are_rejected_on_postgresql_too(pg_url: str, make_app: Callable[..., ExamsApp]) -> None:
     # PostgreSQL cannot store NUL in text or jsonb: the API must say 4xx, not "database down".
-    server = make_server(DATABASE_URL=pg_url, AI_API_ENABLED="false")
+    server = make_app(DATABASE_URL=pg_url, AI_API_ENABLED="false")
     for name in ("NUL in exam_code", "NUL in student_id", "NUL in a text answer"):
         response = post_json(server, HOSTILE_BODIES[name])
         doc = assert_problem(response, response.status_code)
         assert response.status_code == 422, (name, doc)
-    assert httpx.get(f"{server.base_url}/ready", timeout=10).status_code == 200
+    assert server.http.get("/ready").status_code == 200
     assert server.submit().status_code == 202
 
 
 # --- languages -----------------------------------------------------------------------------
 
 
-def _problems_in(server: ExamsServer, **request: Any) -> list[tuple[httpx.Response, dict[str, Any]]]:
+def _problems_in(server: ExamsApp, **request: Any) -> list[tuple[httpx.Response, dict[str, Any]]]:
     """A 400, a 422 with errors, a 404 and a 413, each asked for with ``request``'s headers/params."""
     headers = request.get("headers")
     params = request.get("params")
@@ -497,7 +492,7 @@ def _problems_in(server: ExamsServer, **request: Any) -> list[tuple[httpx.Respon
             post_raw(server, "{oops", headers, params),
             post_json(server, submission(answers), headers, params),
             post_json(server, submission(exam_code="HIST-100"), headers, params),
-            httpx.get(f"{server.base_url}{STATUS}/{uuid.uuid4()}", headers=headers, params=params, timeout=10),
+            server.http.get(f"{STATUS}/{uuid.uuid4()}", headers=headers, params=params),
             post_raw(server, b"{" + b" " * (MIB + 1), headers, params),
         )
     ]
@@ -512,9 +507,9 @@ def _problems_in(server: ExamsServer, **request: Any) -> list[tuple[httpx.Respon
     ],
     ids=["header", "query", "quality"],
 )
-def test_problems_are_arabic_when_asked_with_the_same_type(server_session: ExamsServer, arabic: dict[str, Any]) -> None:
-    english = _problems_in(server_session)
-    localized = _problems_in(server_session, **arabic)
+def test_problems_are_arabic_when_asked_with_the_same_type(app_session: ExamsApp, arabic: dict[str, Any]) -> None:
+    english = _problems_in(app_session)
+    localized = _problems_in(app_session, **arabic)
 
     for (en_response, en), (ar_response, ar) in zip(english, localized, strict=True):
         assert en_response.headers["content-language"] == "en"
@@ -539,23 +534,23 @@ def test_problems_are_arabic_when_asked_with_the_same_type(server_session: Exams
 
 
 @pytest.mark.parametrize("accept", ["de", "fr-CH, de;q=0.8", "xx-YY", "*", "ar;q=0"])
-def test_unknown_language_falls_back_to_english(server_session: ExamsServer, accept: str) -> None:
-    response = post_json(server_session, {}, headers={"Accept-Language": accept})
+def test_unknown_language_falls_back_to_english(app_session: ExamsApp, accept: str) -> None:
+    response = post_json(app_session, {}, headers={"Accept-Language": accept})
     doc = assert_problem(response, 422, "/problems/validation-error")
     assert response.headers["content-language"] == "en"
     assert doc["title"] == gettext("problem.validation.title", "en")
     assert set(field_errors(doc).values()) == {gettext("validation.required", "en")}
 
 
-def test_lang_query_wins_over_accept_language(server_session: ExamsServer) -> None:
-    response = post_json(server_session, {}, headers={"Accept-Language": "ar"}, params={"lang": "en"})
+def test_lang_query_wins_over_accept_language(app_session: ExamsApp) -> None:
+    response = post_json(app_session, {}, headers={"Accept-Language": "ar"}, params={"lang": "en"})
     doc = assert_problem(response, 422)
     assert response.headers["content-language"] == "en"
     assert doc["title"] == gettext("problem.validation.title", "en")
 
 
-def test_accepted_submission_in_arabic_keeps_machine_fields(server_session: ExamsServer) -> None:
-    response = post_json(server_session, submission(), {"Accept-Language": "ar"})
+def test_accepted_submission_in_arabic_keeps_machine_fields(app_session: ExamsApp) -> None:
+    response = post_json(app_session, submission(), {"Accept-Language": "ar"})
     assert response.status_code == 202, response.text
     assert response.headers["content-language"] == "ar"
     doc = response.json()
@@ -573,12 +568,14 @@ def _stable(doc: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in doc.items() if key not in VOLATILE | {"completed_at", "error_message"}}
 
 
-def test_same_key_same_body_returns_the_same_job(server_session: ExamsServer) -> None:
+def test_same_key_same_body_returns_the_same_job(app_each_database: ExamsApp) -> None:
+    # The repeated key is found by its unique index (the insert fails, is rolled back): on both databases.
+    server = app_each_database
     key = f"key-{uuid.uuid4()}"
-    before = job_count(server_session)
+    before = job_count(server)
 
-    first = post_json(server_session, submission(), {"Idempotency-Key": key})
-    second = post_json(server_session, submission(), {"Idempotency-Key": key})
+    first = post_json(server, submission(), {"Idempotency-Key": key})
+    second = post_json(server, submission(), {"Idempotency-Key": key})
 
     assert first.status_code == 202, first.text
     assert second.status_code == 202, second.text
@@ -587,32 +584,33 @@ def test_same_key_same_body_returns_the_same_job(server_session: ExamsServer) ->
     assert second.headers["retry-after"] == "2"
     assert set(second.json()) == STATUS_FIELDS
     assert _stable(second.json()) == _stable(first.json())
-    assert job_count(server_session) == before + 1
-    final, _ = server_session.wait_final(first.json()["job_id"])
-    third = post_json(server_session, submission(), {"Idempotency-Key": key})
+    assert job_count(server) == before + 1
+    final, _ = server.wait_final(first.json()["job_id"])
+    third = post_json(server, submission(), {"Idempotency-Key": key})
     assert third.status_code == 202, third.text
     assert third.json() == final  # a replay after the end shows the finished job
-    assert job_count(server_session) == before + 1
+    assert job_count(server) == before + 1
 
 
-def test_same_key_other_body_is_422(server_session: ExamsServer) -> None:
+def test_same_key_other_body_is_422(app_each_database: ExamsApp) -> None:
+    server = app_each_database
     key = f"key-{uuid.uuid4()}"
-    first = post_json(server_session, submission(), {"Idempotency-Key": key})
+    first = post_json(server, submission(), {"Idempotency-Key": key})
     assert first.status_code == 202, first.text
-    before = job_count(server_session)
+    before = job_count(server)
 
-    other = post_json(server_session, submission({"q1": "a"}), {"Idempotency-Key": key})
+    other = post_json(server, submission({"q1": "a"}), {"Idempotency-Key": key})
 
     doc = assert_problem(other, 422, "/problems/idempotency-key-reused")
     assert doc["detail"] == gettext("problem.idempotency.detail", "en")
-    assert job_count(server_session) == before
-    arabic = post_json(server_session, submission({"q1": "a"}), {"Idempotency-Key": key, "Accept-Language": "ar"})
+    assert job_count(server) == before
+    arabic = post_json(server, submission({"q1": "a"}), {"Idempotency-Key": key, "Accept-Language": "ar"})
     ar = assert_problem(arabic, 422, "/problems/idempotency-key-reused")
     assert ARABIC.search(ar["title"])
     assert ar["title"] != doc["title"]
 
 
-def concurrent_submissions(server: ExamsServer, key: str, count: int = 10) -> list[httpx.Response]:
+def concurrent_submissions(server: ExamsApp, key: str, count: int = 10) -> list[httpx.Response]:
     """``count`` identical submissions with ``key``, released at the same instant."""
     barrier = threading.Barrier(count)
     responses: list[httpx.Response] = []
@@ -633,20 +631,18 @@ def concurrent_submissions(server: ExamsServer, key: str, count: int = 10) -> li
     return responses
 
 
-def test_concurrent_requests_with_the_same_key_make_one_job(server_session: ExamsServer) -> None:
-    before = job_count(server_session)
+def test_concurrent_requests_with_the_same_key_make_one_job(app_session: ExamsApp) -> None:
+    before = job_count(app_session)
 
-    responses = concurrent_submissions(server_session, f"key-{uuid.uuid4()}")
+    responses = concurrent_submissions(app_session, f"key-{uuid.uuid4()}")
 
     assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses if r.status_code != 202]
     assert len({r.json()["job_id"] for r in responses}) == 1
-    assert job_count(server_session) == before + 1
+    assert job_count(app_session) == before + 1
 
 
-def test_concurrent_requests_with_the_same_key_on_postgresql(
-    make_server: Callable[..., ExamsServer], pg_url: str
-) -> None:
-    server = make_server(DATABASE_URL=pg_url, AI_API_ENABLED="false")
+def test_concurrent_requests_with_the_same_key_on_postgresql(pg_url: str, make_app: Callable[..., ExamsApp]) -> None:
+    server = make_app(DATABASE_URL=pg_url, AI_API_ENABLED="false")
 
     responses = concurrent_submissions(server, f"key-{uuid.uuid4()}")
 
@@ -658,17 +654,17 @@ def test_concurrent_requests_with_the_same_key_on_postgresql(
     assert final["status"] == "completed", final
 
 
-def test_different_keys_make_different_jobs(server_session: ExamsServer) -> None:
-    first = post_json(server_session, submission(), {"Idempotency-Key": f"a-{uuid.uuid4()}"})
-    second = post_json(server_session, submission(), {"Idempotency-Key": f"b-{uuid.uuid4()}"})
+def test_different_keys_make_different_jobs(app_session: ExamsApp) -> None:
+    first = post_json(app_session, submission(), {"Idempotency-Key": f"a-{uuid.uuid4()}"})
+    second = post_json(app_session, submission(), {"Idempotency-Key": f"b-{uuid.uuid4()}"})
     assert first.status_code == second.status_code == 202
     assert first.json()["job_id"] != second.json()["job_id"]
 
 
-def test_overlong_idempotency_key_is_not_reported_as_malformed_json(server_session: ExamsServer) -> None:
-    before = job_count(server_session)
-    response = post_json(server_session, submission(), {"Idempotency-Key": "k" * 300})
+def test_overlong_idempotency_key_is_not_reported_as_malformed_json(app_session: ExamsApp) -> None:
+    before = job_count(app_session)
+    response = post_json(app_session, submission(), {"Idempotency-Key": "k" * 300})
     doc = assert_problem(response, response.status_code)
     assert response.status_code in (400, 422), doc
     assert doc["type"] != "/problems/malformed-json", doc
-    assert job_count(server_session) == before
+    assert job_count(app_session) == before

@@ -1,15 +1,16 @@
-"""The seed's feature test: submit, poll until completed, progress forward, result correct."""
+"""The seed's feature test: submit, poll until completed, progress forward, result correct.
+
+In process (``create_app`` and its embedded worker), on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from jobs.progress import step_index
-from support import ExamsServer
+from support import ExamsApp
 
 
-def test_submit_then_poll_until_completed(make_server: Callable[..., ExamsServer]) -> None:
-    server = make_server()
+def test_submit_then_poll_until_completed(app_each_database: ExamsApp) -> None:
+    server = app_each_database
     response = server.submit()
     assert response.status_code == 202
     body = response.json()

@@ -25,7 +25,10 @@ def test_demo_ai_latency_flag_reaches_the_embedded_worker(tmp_path: Path) -> Non
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     demo = Process(
-        ["demo", "--port", str(port), "--ai-latency", "1"], env, tmp_path / "demo.log", f"http://127.0.0.1:{port}/health"
+        ["demo", "--port", str(port), "--ai-latency", "1"],
+        env,
+        tmp_path / "demo.log",
+        f"http://127.0.0.1:{port}/health",
     ).start()
     try:
         base = f"http://127.0.0.1:{port}"
