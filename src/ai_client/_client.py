@@ -135,7 +135,7 @@ class AIClient:
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise AITransientError(f"HTTP {status} from AI API", retry_after=retry_after)
+            raise AITransientError(f"HTTP {status} from AI API", retry_after=retry_after, status=status)
         if not 200 <= status < 300:
             detail = self._provider_message(response)
             raise AIPermanentError(f"HTTP {status} from AI API" + (f": {detail}" if detail else ""))

@@ -23,10 +23,14 @@ class AIError(Exception):
 class AITransientError(AIError):
     """Raised when the AI API timed out, was unreachable, rate-limited us or failed with a 5xx."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, timeout: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, timeout: bool = False, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         #: Seconds the API asked us to wait (``Retry-After``), if it said.
         self.retry_after = retry_after
+        #: The HTTP status the API answered with (``429``, a 5xx), if it answered at all.
+        self.status = status
         #: True when no answer came in time (recorded as outcome ``timeout``, not ``error``).
         self.timeout = timeout
 

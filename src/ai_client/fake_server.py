@@ -1,7 +1,8 @@
 """An OpenAI-compatible stand-in for the AI API (``exams fake-ai``): slow on purpose, scriptable for tests.
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``, and the test controls
-``GET|PUT /_fake/mode``, ``GET /_fake/stats``, ``POST /_fake/reset`` (see docs/ai-integration.md).
+``GET|PUT /_fake/mode``, ``GET /_fake/stats``, ``GET /_fake/requests`` (concurrency and arrival
+times), ``POST /_fake/reset`` (see docs/ai-integration.md).
 Each answer waits ``latency`` plus a random ``0..jitter`` seconds, and says how long in the
 ``X-Fake-Latency`` header.
 """
@@ -12,7 +13,7 @@ import asyncio
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -99,6 +100,13 @@ class _ModeChange(msgspec.Struct, forbid_unknown_fields=True):
     times: int | None = None
     latency: float | None = None
     jitter: float | None = None
+    #: Seconds the ``Retry-After`` of a ``rate_limit_429`` answer says (default 1).
+    retry_after: float | None = None
+
+
+#: How many chat completions ``GET /_fake/requests`` remembers (the most recent).
+REQUEST_LOG_SIZE = 10_000
+DEFAULT_RETRY_AFTER = 1.0
 
 
 @dataclass
@@ -115,6 +123,12 @@ class _FakeState:
     latency: float = 0.0
     jitter: float = 0.0
     requests: int = 0
+    retry_after: float = DEFAULT_RETRY_AFTER
+    #: Chat completions being answered right now, and the most ever at once since the reset.
+    in_flight: int = 0
+    max_in_flight: int = 0
+    #: ``(time.time() when it arrived, mode it was answered in)`` of the latest requests.
+    log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     by_mode: Counter[str] = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
     #: Its own generator, so jitter leaves the seeded sequence of errors unchanged.
@@ -127,6 +141,9 @@ class _FakeState:
         self.mode, self.times, self.latency = self.start_mode, None, self.start_latency
         self.jitter = self.start_jitter
         self.requests = 0
+        self.retry_after = DEFAULT_RETRY_AFTER
+        self.max_in_flight = self.in_flight
+        self.log.clear()
         self.by_mode.clear()
         self.rng.seed(self.seed)
         self.jitter_rng.seed(self.seed)
@@ -139,6 +156,8 @@ class _FakeState:
             self.latency = change.latency
         if change.jitter is not None:
             self.jitter = change.jitter
+        if change.retry_after is not None:
+            self.retry_after = change.retry_after
 
     def next_wait(self) -> float:
         """Seconds the next answer takes: the latency plus a random share of the jitter."""
@@ -157,6 +176,7 @@ class _FakeState:
         elif mode == "ok" and self.error_rate and self.rng.random() < self.error_rate:
             mode = "error_500"
         self.by_mode[mode] += 1
+        self.log.append((time.time(), mode))
         return mode
 
     def describe(self) -> dict[str, Any]:
@@ -213,13 +233,18 @@ def create_fake_ai_app(
             # A rate limiter answers at once; everything else pays the (simulated) model latency.
             return _error(
                 429,
-                "Rate limit reached, retry after 1 s.",
+                f"Rate limit reached, retry after {state.retry_after:g} s.",
                 "requests",
                 code="rate_limit_exceeded",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": f"{state.retry_after:g}"},
             )
         wait = HANG_SECONDS if answer == "hang" else state.next_wait()
-        await _sleep_unless_disconnected(request, wait)
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            await _sleep_unless_disconnected(request, wait)
+        finally:
+            state.in_flight -= 1
         timing = {"X-Fake-Latency": f"{wait:.6f}"}
         if answer in ("error_500", "hang"):
             message = "The server had an error while processing your request."
@@ -253,13 +278,17 @@ def create_fake_ai_app(
             return _error(400, f"Invalid mode change: {exc}", "invalid_request_error")
         if change.times is not None and change.times < 1:
             return _error(400, "'times' must be at least 1 (or null).", "invalid_request_error", param="times")
-        if change.mode is None and (change.times is not None or (change.latency is None and change.jitter is None)):
-            message = "'mode' is required, unless only 'latency' or 'jitter' change."
+        timing_only = change.latency is not None or change.jitter is not None or change.retry_after is not None
+        if change.mode is None and (change.times is not None or not timing_only):
+            message = "'mode' is required, unless only 'latency', 'jitter' or 'retry_after' change."
             return _error(400, message, "invalid_request_error", param="mode")
         if change.latency is not None and change.latency < 0:
             return _error(400, "'latency' must not be negative.", "invalid_request_error", param="latency")
         if change.jitter is not None and change.jitter < 0:
             return _error(400, "'jitter' must not be negative.", "invalid_request_error", param="jitter")
+        if change.retry_after is not None and change.retry_after < 0:
+            message = "'retry_after' must not be negative."
+            return _error(400, message, "invalid_request_error", param="retry_after")
         state.change(change)
         return Response(state.describe(), status_code=200)
 
@@ -268,6 +297,16 @@ def create_fake_ai_app(
         """Chat completions answered since start or reset, by the mode they were answered in."""
         return {"requests": state.requests, "by_mode": dict(state.by_mode)}
 
+    @get("/_fake/requests", operation_id="fakeRequests")
+    async def requests_log() -> dict[str, Any]:
+        """Since start or reset: how many requests it holds now and held at most at once, and the
+        latest requests (when each arrived, Unix time, and how it was answered)."""
+        return {
+            "in_flight": state.in_flight,
+            "max_in_flight": state.max_in_flight,
+            "requests": [{"at": at, "mode": mode} for at, mode in state.log],
+        }
+
     @post("/_fake/reset", operation_id="fakeReset", status_code=200)
     async def reset() -> dict[str, Any]:
         """Forget the stats and go back to the start mode, latency and jitter."""
@@ -275,7 +314,7 @@ def create_fake_ai_app(
         return state.describe()
 
     return Litestar(
-        route_handlers=[chat_completions, list_models, health, get_mode, set_mode, stats, reset],
+        route_handlers=[chat_completions, list_models, health, get_mode, set_mode, stats, requests_log, reset],
         openapi_config=None,
         # The host process owns logging (structlog); Litestar's default config would replace it.
         logging_config=None,

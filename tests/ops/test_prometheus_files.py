@@ -28,6 +28,7 @@ ALERTS = {
     "ExamWorkersDown",
     "ExamAIErrors",
     "ExamAISlow",
+    "ExamAICircuitOpen",
     "ExamMetricsDown",
 }
 # SPEC.md "Metrics"; histograms may also appear as their _bucket/_sum/_count series.
@@ -41,6 +42,9 @@ COUNTERS_AND_GAUGES = {
     "exams_ai_requests_total",
     "exams_queue_messages",
     "exams_workers",
+    "exams_ai_in_flight",
+    "exams_ai_circuit_open",
+    "exams_ai_fallbacks_total",
 }
 HISTOGRAMS = {
     "exams_job_duration_seconds",
