@@ -33,8 +33,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Create the async engine for ``DATABASE_URL`` (one per process and event loop)."""
+def create_engine(settings: Settings, *, statement_timeout: float | None = 30.0) -> AsyncEngine:
+    """Create the async engine for ``DATABASE_URL`` (one per process and event loop).
+
+    ``statement_timeout``: seconds one PostgreSQL statement may run (``None``: no limit, for
+    migrations, whose backfills and index builds grow with the tables).
+    """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -53,7 +57,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=20,
         max_overflow=10,
         pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={"timeout": 5, "command_timeout": statement_timeout},
     )
 
 

@@ -5,7 +5,9 @@
     │   ├── NotFoundError         404
     │   ├── MalformedRequestError 400
     │   ├── ValidationFailedError 422, with ``errors``
+    │   ├── InvalidQueryError     422, with ``errors`` (query parameters)
     │   ├── IdempotencyConflictError 422
+    │   ├── AlreadyFinishedError  409 (cancelling a finished job)
     │   └── PayloadTooLargeError  413
     └── ServiceUnavailableError   503 (database or broker down)
 
@@ -22,9 +24,11 @@ import msgspec
 from i18n import gettext
 
 __all__ = (
+    "AlreadyFinishedError",
     "AppError",
     "ClientError",
     "IdempotencyConflictError",
+    "InvalidQueryError",
     "MalformedRequestError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -129,6 +133,23 @@ class ValidationFailedError(ClientError):
         base = super().to_problem(locale, instance)
         items = [ProblemError(field, gettext(key, locale, **params)) for field, key, params in self.errors]
         return msgspec.structs.replace(base, errors=items)
+
+
+class InvalidQueryError(ValidationFailedError):
+    """Raised when query parameters break their rules (one ``errors`` entry per parameter)."""
+
+    slug = "invalid-query"
+    title_key = "problem.invalid_query.title"
+    detail_key = "problem.invalid_query.detail"
+
+
+class AlreadyFinishedError(ClientError):
+    """Raised when a job that already completed or failed is asked to change (a cancel)."""
+
+    status_code = 409
+    slug = "already-finished"
+    title_key = "problem.already_finished.title"
+    detail_key = "problem.already_finished.detail"
 
 
 class IdempotencyConflictError(ClientError):

@@ -65,7 +65,8 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "pika", "aiosqlite", "httpx", "httpcore", "asyncio"):
+    # alembic.runtime.plugins announces each autogenerate plugin on every schema check.
+    for noisy in ("uvicorn.access", "pika", "aiosqlite", "httpx", "httpcore", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in ("uvicorn", "uvicorn.error", "dramatiq", "alembic"):
         logging.getLogger(name).handlers[:] = []

@@ -8,11 +8,15 @@ No job, exam or student id is ever a label value.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = (
+    "AI_CIRCUIT_OPEN",
+    "AI_FALLBACKS",
+    "AI_IN_FLIGHT",
     "AI_REQUESTS",
     "AI_REQUEST_DURATION",
+    "CALLBACKS",
     "JOBS_FINISHED",
     "JOBS_SUBMITTED",
     "JOB_DURATION",
@@ -28,6 +32,11 @@ _AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 90, 120)
 
 JOBS_SUBMITTED = Counter("exams_jobs_submitted", "Exam submissions accepted (202).")
 JOBS_FINISHED = Counter("exams_jobs_finished", "Jobs that reached a terminal state.", ["status"])
+CALLBACKS = Counter(
+    "exams_callbacks",
+    "Completion callback attempts by outcome (delivered, retry, gave_up).",
+    ["outcome"],
+)
 JOB_RETRIES = Counter("exams_job_retries", "Job attempts scheduled again after a transient failure.")
 JOB_DURATION = Histogram(
     "exams_job_duration_seconds", "Time from submission to a terminal state.", buckets=_JOB_BUCKETS
@@ -44,11 +53,30 @@ AI_REQUESTS = Counter(
     "AI recommendation requests by outcome (success, timeout, error, disabled).",
     ["outcome"],
 )
+# The AI guard (jobs.ai_guard): what this process has in flight (summed over the live processes),
+# the circuit as last seen by any process, and the jobs completed with the rule-based fallback.
+AI_IN_FLIGHT = Gauge(
+    "exams_ai_in_flight", "AI requests in flight (summed over processes).", multiprocess_mode="livesum"
+)
+AI_CIRCUIT_OPEN = Gauge(
+    "exams_ai_circuit_open",
+    "1 while the AI circuit breaker is open or half-open (as last seen by any process), else 0.",
+    multiprocess_mode="mostrecent",
+)
+AI_FALLBACKS = Counter(
+    "exams_ai_fallbacks",
+    "Jobs completed with rule-based recommendations as the AI could not serve them (circuit_open, retries_exhausted).",
+    ["reason"],
+)
 
 # Labelled series exist from the start (at 0), so the first failure is an increase Prometheus sees.
-for _status in ("completed", "failed"):
+for _status in ("completed", "failed", "cancelled"):
     JOBS_FINISHED.labels(status=_status)
+for _outcome in ("delivered", "retry", "gave_up"):
+    CALLBACKS.labels(outcome=_outcome)
 for _outcome in ("success", "timeout", "error", "disabled"):
     AI_REQUESTS.labels(outcome=_outcome)
+for _reason in ("circuit_open", "retries_exhausted"):
+    AI_FALLBACKS.labels(reason=_reason)
 for _stage in ("validating_exam", "processing_answers", "getting_ai_recommendations", "finalizing_results"):
     JOB_STAGE_DURATION.labels(stage=_stage)

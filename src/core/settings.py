@@ -25,6 +25,7 @@ __all__ = ("Settings", "SettingsError", "load_settings", "settings_reference")
 
 QueueConnection = Literal["embedded", "redis", "rabbitmq"]
 LogFormat = Literal["json", "console"]
+AIFallback = Literal["rule_based", "fail"]
 
 #: Workers refresh a running job's heartbeat at least this often (seconds).
 _HEARTBEAT_SECONDS = 2.0
@@ -64,6 +65,14 @@ _SECRET = Meta(extra={"secret": True})
 
 HttpUrl = Annotated[str, _url("http", "https", rstrip="/")]
 CorsOrigin = Annotated[str, _url("http", "https", wildcard="*", rstrip="/")]
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+CallbackHost = Annotated[
+    str,
+    Meta(
+        pattern=rf"^(?:\*\.)?{_HOST_LABEL}(?:\.{_HOST_LABEL})*$|^\[?[0-9A-Fa-f:.]+\]?$",
+        extra={"requirement": "list host names, IP addresses or *.domain wildcards"},
+    ),
+]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +101,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = ""
     ai_api_key: Annotated[str, _SECRET, _doc("bearer key of the AI API")] = ""
     ai_api_model: Annotated[str, _doc("model name asked of the AI API")] = "gpt-4o-mini"
+    ai_max_concurrency: Annotated[
+        int, Meta(ge=1), _doc("AI requests in flight at once, across every worker process and host")
+    ] = 50
+    ai_rate_limit_per_minute: Annotated[
+        int, Meta(ge=0), _doc("AI requests started per minute, across every worker process and host; `0`: no cap")
+    ] = 0
+    ai_circuit_failures: Annotated[
+        int, Meta(ge=1), _doc("consecutive failed AI calls that open the circuit breaker")
+    ] = 5
+    ai_circuit_seconds: Annotated[
+        float, Meta(ge=0.5), _doc("seconds the open circuit makes no AI call before one trial call decides")
+    ] = 30.0
+    ai_fallback: Annotated[
+        AIFallback,
+        _doc("`rule_based`: a job the AI cannot serve completes with rule-based recommendations; `fail`: it fails"),
+    ] = "rule_based"
     job_max_retries: Annotated[
         int, Meta(ge=0), _doc("retries after a transient failure (so at most `1 + JOB_MAX_RETRIES` attempts)")
     ] = 3
@@ -107,6 +132,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(ge=5),
         _doc("seconds after which a processing job whose heartbeat is older is stalled and re-sent"),
     ] = 60.0
+    results_retention_days: Annotated[
+        int,
+        Meta(ge=0),
+        _doc("results (grades) older than this many days are deleted daily by `exams scheduler`; `0`: kept forever"),
+    ] = 0
+    callback_secret: Annotated[
+        str,
+        Meta(min_length=16),
+        _SECRET,
+        _doc("key of the `X-Exams-Signature` HMAC-SHA256 of completion callbacks (at least 16 characters)"),
+    ] = ""
+    callback_allowed_hosts: Annotated[
+        tuple[CallbackHost, ...],
+        _doc("comma-separated hosts a `callback_url` may name: exact names or `*.example.edu`; empty: callbacks off"),
+    ] = ()
     admin_username: Annotated[str, _doc("dashboard login name")] = "admin"
     admin_password: Annotated[str, _SECRET, _doc("dashboard password (`exams demo` generates and prints one)")] = ""
     secret_key: Annotated[
@@ -133,6 +173,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_threads: Annotated[
         int, Meta(ge=1), _doc("threads of the embedded worker (`exams serve` with `QUEUE_CONNECTION=embedded`)")
     ] = 16
+    admin_session_minutes: Annotated[
+        int, Meta(ge=5, le=10_080), _doc("minutes a dashboard login lasts before it must be renewed (5 to 10080)")
+    ] = 480
+    admin_retry_rate: Annotated[
+        float,
+        Meta(gt=0, le=1000),
+        _doc("jobs per second a dashboard bulk retry or requeue sends, so the AI provider is not flooded"),
+    ] = 5.0
+    prometheus_url: Annotated[HttpUrl, _doc("Prometheus to link from the dashboard (empty: no link)")] = ""
+    grafana_url: Annotated[HttpUrl, _doc("Grafana to link from the dashboard (empty: no link)")] = ""
 
     def __post_init__(self) -> None:
         if self.job_stale_after <= 2 * _HEARTBEAT_SECONDS:
@@ -269,6 +319,8 @@ def _requirement(tp: inspect.Type, hints: Mapping[str, Any], detail: str) -> str
         return "be a whole number" if wrong_type else f"be {_bounds(tp)}"
     if isinstance(tp, inspect.FloatType):
         return "be a number" if wrong_type else f"be {_bounds(tp)}"
+    if requirement := hints.get("requirement"):
+        return str(requirement)
     choices = _choices_of(tp, hints)
     if choices is not None:
         return f"be one of {', '.join(c.lower() for c in choices)}"

@@ -1,28 +1,33 @@
-"""The Dramatiq actor that runs one exam job, and sending it a job.
+"""The Dramatiq actors: one runs an exam job, the other delivers a completion callback.
 
 The actor stays thin: it binds the job to the log context, calls the pipeline, and turns the
 pipeline's :class:`~jobs.pipeline.RetryLater` into Dramatiq's ``Retry`` with its delay. What it
 runs jobs with (database, AI client) comes from the runtime factory the composition root hands
 to :func:`declare_actors`; it is called once per event loop, on the loop that runs the jobs.
+The callback actor makes one attempt per message (``jobs.callbacks.attempt_delivery``) and asks
+Dramatiq for the next one with the delay the delivery's back-off gives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from uuid import UUID
 
 import dramatiq
 import structlog
-from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import CurrentMessage, Middleware, TimeLimitExceeded
 
 from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds
 from core.settings import Settings
-from jobs.broker import JOB_ACTOR_NAME, QUEUE_NAME
+from jobs.broker import CALLBACK_ACTOR_NAME, CALLBACK_QUEUE_NAME, JOB_ACTOR_NAME, QUEUE_NAME
+from jobs.callbacks import FIRST_RETRY_SECONDS, attempt_delivery
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 
-__all__ = ("DATABASE_RETRIES", "JobActor", "declare_actors", "send_job")
+__all__ = ("DATABASE_RETRIES", "CloseRuntime", "JobActor", "declare_actors", "send_callback", "send_job")
 
 log = structlog.get_logger("jobs.actors")
 
@@ -43,8 +48,16 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
 class JobActor:
     """Runs jobs with a :class:`PipelineRuntime` built on the worker's event loop."""
 
-    def __init__(self, runtime_factory: Callable[[], PipelineRuntime] | None) -> None:
+    def __init__(
+        self,
+        runtime_factory: Callable[[], PipelineRuntime] | None,
+        broker: dramatiq.Broker | None = None,
+        callback_first_retry: float = FIRST_RETRY_SECONDS,
+    ) -> None:
         self._factory = runtime_factory
+        self._broker = broker
+        #: Seconds before a failed callback's first retry (tests shorten it).
+        self.callback_first_retry = callback_first_retry
         self._runtime: PipelineRuntime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -58,8 +71,22 @@ class JobActor:
                     msg = "this process only sends jobs; it has no runtime to run them"
                     raise RuntimeError(msg)
                 self._runtime = self._factory()
+                if self._broker is not None:
+                    self._runtime.send_callback = functools.partial(send_callback, self._broker)
                 self._loop = loop
             return self._runtime
+
+    async def close(self) -> None:
+        """Close what the runtime holds (database pool, AI client); a later job builds it again."""
+        with self._lock:
+            runtime, self._runtime, self._loop = self._runtime, None, None
+        if runtime is None:
+            return
+        if runtime.ai is not None:
+            await runtime.ai.aclose()
+        if runtime.guard is not None:
+            await runtime.guard.aclose()
+        await runtime.database.dispose()
 
     async def process_exam(self, job_id: str) -> None:
         """Run or resume one exam job."""
@@ -88,12 +115,55 @@ class JobActor:
         finally:
             structlog.contextvars.clear_contextvars()
 
+    async def deliver_callback(self, delivery_id: str) -> None:
+        """One attempt at a completion callback; ``Retry`` with the back-off while it fails."""
+        structlog.contextvars.clear_contextvars()
+        runtime = self.runtime()
+        try:
+            delay = await attempt_delivery(
+                runtime.database, runtime.settings, UUID(delivery_id), first_retry=self.callback_first_retry
+            )
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            # The attempt could not be claimed or recorded: its row stays due for the scheduler.
+            log.warning("exam callback waiting for the database", delivery_id=delivery_id, error=type(exc).__name__)
+            raise dramatiq.Retry("database unavailable", delay=30_000) from None
+        finally:
+            structlog.contextvars.clear_contextvars()
+        if delay is not None:
+            raise dramatiq.Retry(f"callback retry in {delay:g} s", delay=int(delay * 1000))
+
+
+class CloseRuntime(Middleware):
+    """Closes the actor's runtime on the worker's event loop once the worker threads have stopped.
+
+    Add it after Dramatiq's ``AsyncIO`` middleware: "after" hooks run in reverse order, so this one
+    runs before AsyncIO's ``after_worker_shutdown`` stops that loop.
+    """
+
+    def __init__(self, actor: JobActor) -> None:
+        self.actor = actor
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Dispose the database pool and close the AI client of this worker."""
+        thread = get_event_loop_thread()
+        if thread is not None:
+            try:
+                thread.run_coroutine(self.actor.close())
+            except Exception as exc:  # noqa: BLE001  (shutting down: log and go on)
+                log.warning("worker runtime not closed cleanly", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _callback_retry_when(retries: int, exc: BaseException) -> bool:
+    # Each Retry is one the delivery asked for; when to give up is the delivery's decision.
+    return isinstance(exc, dramatiq.Retry) and retries < 10_000
+
 
 def declare_actors(
     broker: dramatiq.Broker, settings: Settings, runtime_factory: Callable[[], PipelineRuntime] | None = None
 ) -> JobActor:
-    """Declare the job actor on ``broker``; without ``runtime_factory`` the process can only send."""
-    holder = JobActor(runtime_factory)
+    """Declare the job and callback actors on ``broker``; without ``runtime_factory`` the process
+    can only send."""
+    holder = JobActor(runtime_factory, broker)
     dramatiq.actor(
         actor_name=JOB_ACTOR_NAME,
         queue_name=QUEUE_NAME,
@@ -103,9 +173,22 @@ def declare_actors(
         # A backstop above the pipeline's own per-attempt limit (which records a clear error).
         time_limit=int((settings.job_time_limit + 60) * 1000),
     )(holder.process_exam)
+    dramatiq.actor(
+        actor_name=CALLBACK_ACTOR_NAME,
+        queue_name=CALLBACK_QUEUE_NAME,
+        broker=broker,
+        max_retries=10_000,
+        retry_when=_callback_retry_when,
+        time_limit=60_000,
+    )(holder.deliver_callback)
     return holder
 
 
 def send_job(broker: dramatiq.Broker, job_id: UUID) -> None:
     """Enqueue a message for ``job_id`` (blocking; call from a thread in async code)."""
     broker.get_actor(JOB_ACTOR_NAME).send(str(job_id))
+
+
+def send_callback(broker: dramatiq.Broker, delivery_id: UUID) -> None:
+    """Enqueue an attempt at a callback delivery (blocking; call from a thread in async code)."""
+    broker.get_actor(CALLBACK_ACTOR_NAME).send(str(delivery_id))

@@ -17,10 +17,13 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from core.settings import Settings
 
-__all__ = ("JOB_ACTOR_NAME", "QUEUE_NAME", "create_broker")
+__all__ = ("CALLBACK_ACTOR_NAME", "CALLBACK_QUEUE_NAME", "JOB_ACTOR_NAME", "QUEUE_NAME", "create_broker")
 
 QUEUE_NAME = "exams"
 JOB_ACTOR_NAME = "process_exam"
+#: Completion callbacks have their own queue: a slow receiver never holds up the jobs' queue.
+CALLBACK_QUEUE_NAME = "exams_callbacks"
+CALLBACK_ACTOR_NAME = "deliver_callback"
 
 
 def create_broker(settings: Settings, middleware: Iterable[Middleware] = ()) -> dramatiq.Broker:

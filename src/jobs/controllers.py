@@ -1,4 +1,4 @@
-"""HTTP API of exam results: submit an exam, follow its job (poll or server-sent events)."""
+"""HTTP API of exam jobs: submit an exam, follow its job (poll or server-sent events), cancel it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.dto import MsgspecDTO
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Reference, Schema
 from litestar.params import Body, BodyKwarg, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent
@@ -25,11 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import metrics
 from core.db import Database
-from core.errors import MalformedRequestError, NotFoundError, ValidationFailedError
-from core.web import request_locale
+from core.errors import MalformedRequestError, NotFoundError, ProblemDocument, ValidationFailedError
+from core.settings import Settings
+from core.web import PROBLEM_MEDIA_TYPE, request_locale
 from exams.catalog_cache import ExamCache
-from i18n import gettext
-from jobs.dispatch import JobRef, dispatch
+from jobs.callbacks import callback_url_problems
+from jobs.cancel import cancel_job
+from jobs.dispatch import JobRef, dispatch, send_callbacks
+from jobs.documents import STATUS_PATH, status_document
+from jobs.progress import FINAL_STATUSES
 from jobs.schemas import SUBMIT_EXAMPLE, StatusDocument, SubmitRequest
 from jobs.services import JobService, JobStatusView, fetch_status
 from jobs.submissions import check_against_exam, check_shape, decode_json, to_submission
@@ -39,8 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ("ExamResultsController", "SubmitRequestDTO", "status_document")
 
-STATUS_PATH = "/api/exam-results/status"
-FINAL_STATUSES = frozenset({"completed", "failed"})
 POLL_SECONDS = 2
 #: How often the event stream looks for changes, and the longest it stays open.
 EVENTS_INTERVAL = 0.5
@@ -48,24 +51,14 @@ EVENTS_MAX_SECONDS = 3600
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def status_document(job: JobStatusView, locale: str) -> StatusDocument:
-    """The status document of SPEC.md for ``job``, labels in ``locale``."""
-    return StatusDocument(
-        job_id=str(job.job_id),
-        exam_code=job.exam_code,
-        student_id=job.student_id,
-        status=job.status,  # type: ignore[arg-type]
-        progress=job.progress,
-        current_step=job.current_step,
-        current_step_label=gettext(f"step.{job.current_step}", locale),
-        attempts=job.attempts,
-        result=job.result,
-        error_message=job.error_message,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        status_url=f"{STATUS_PATH}/{job.job_id}",
-    )
+def problem_responses(**described: str) -> dict[int, ResponseSpec]:
+    """OpenAPI responses of problem documents, by status code (``_404="…"``)."""
+    return {
+        int(code.lstrip("_")): ResponseSpec(
+            data_container=ProblemDocument, description=text, media_type=PROBLEM_MEDIA_TYPE, generate_examples=False
+        )
+        for code, text in described.items()
+    }
 
 
 def _headers(job: JobStatusView, locale: str) -> dict[str, str]:
@@ -156,6 +149,16 @@ class ExamResultsController(Controller):
         summary="Submit an exam for grading",
         response_description="Accepted: poll `Location` every 2 s (or listen to its `/events`).",
         parameters=[],
+        responses=problem_responses(
+            _400="The body is not JSON (`/problems/malformed-json`).",
+            _413="The body is over 1 MiB (`/problems/payload-too-large`).",
+            _422=(
+                "The submission breaks a rule (`/problems/validation-error`, one `errors` entry per field; "
+                "includes a `callback_url` not allowed by `CALLBACK_ALLOWED_HOSTS`), or an `Idempotency-Key` "
+                "reused with another body (`/problems/idempotency-key-reused`)."
+            ),
+            _503="The database is unavailable; nothing was stored (`/problems/service-unavailable`).",
+        ),
     )
     async def submit(  # noqa: PLR0917  (Litestar injects each dependency by name)
         self,
@@ -164,6 +167,7 @@ class ExamResultsController(Controller):
         database: NamedDependency[Database],
         broker: NamedDependency[dramatiq.Broker],
         exam_cache: NamedDependency[ExamCache],
+        settings: NamedDependency[Settings],
         data: Annotated[
             SubmitRequest,
             Body(
@@ -185,6 +189,10 @@ class ExamResultsController(Controller):
     ) -> Response[StatusDocument]:
         """Store the submission and queue it; answers 202 at once with the job's status document."""
         locale = request_locale(request)
+        if data.callback_url is not None and (
+            problems := callback_url_problems(data.callback_url, settings.callback_allowed_hosts)
+        ):
+            raise ValidationFailedError(problems)
         submission = to_submission(data, locale, _idempotency_key(idempotency_key))
         exam = await exam_cache.get(db_session, submission.exam_code)
         check_against_exam(submission, exam)
@@ -231,7 +239,8 @@ class ExamResultsController(Controller):
         database: NamedDependency[Database],
         job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
     ) -> ServerSentEvent:
-        """`progress` events (the status document) on every change, then `completed` or `failed`, then the end."""
+        """`progress` events (the status document) on every change, then `completed`, `failed` or
+        `cancelled`, then the end."""
         locale = request_locale(request)
         job = await _find_job(database, job_id)
         uid = job.job_id
@@ -249,7 +258,7 @@ class ExamResultsController(Controller):
                     sequence += 1
                     yield {"event": "progress", "data": encoded.decode(), "id": str(sequence)}
                     last = encoded
-                if doc.status in ("completed", "failed"):
+                if doc.status in FINAL_STATUSES:
                     sequence += 1
                     yield {"event": doc.status, "data": encoded.decode(), "id": str(sequence)}
                     return
@@ -267,3 +276,39 @@ class ExamResultsController(Controller):
             retry_duration=POLL_SECONDS * 1000,
             headers={"Cache-Control": "no-store", "Content-Language": locale, "X-Accel-Buffering": "no"},
         )
+
+    @post(
+        "/status/{job_id:str}/cancel",
+        operation_id="CancelExamJob",
+        summary="Cancel a submission",
+        status_code=200,
+        responses=problem_responses(
+            _404="No job with this id (`/problems/not-found`).",
+            _409="The job already completed or failed (`/problems/already-finished`).",
+        ),
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        database: NamedDependency[Database],
+        broker: NamedDependency[dramatiq.Broker],
+        job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
+    ) -> Response[StatusDocument]:
+        """Stop a pending or processing job (a running one stops within 2 s; nothing is retried).
+
+        Answers the status document with `status: "cancelled"`; cancelling a cancelled job again
+        answers the same (idempotent).
+        """
+        locale = request_locale(request)
+        try:
+            uid = UUID(job_id)
+        except ValueError:
+            uid = None
+        cancellation = await cancel_job(database, uid) if uid is not None else None
+        if cancellation is None:
+            raise NotFoundError("problem.not_found.job", job_id=job_id[:64])
+        background = None
+        if cancellation.delivery_id is not None:
+            background = BackgroundTask(send_callbacks, broker, [cancellation.delivery_id])
+        job = cancellation.job
+        return Response(status_document(job, locale), headers=_headers(job, locale), background=background)

@@ -19,16 +19,19 @@ import structlog
 
 from core.db import Database
 from core.settings import Settings
-from jobs.actors import send_job
+from jobs.actors import send_callback, send_job
+from jobs.callbacks import due_deliveries
 from jobs.models import ExamProcessingJob
 from jobs.services import JobService
 
-__all__ = ("JobRef", "dispatch", "reconcile", "requeue_unfinished")
+__all__ = ("JobRef", "dispatch", "reconcile", "requeue_unfinished", "resend_due_callbacks", "send_callbacks")
 
 log = structlog.get_logger("jobs.dispatch")
 
 #: A pending job not handed to the broker this long after submission is sent by the reconciler.
 UNSENT_AFTER_SECONDS = 5.0
+#: A callback delivery this long past its attempt's time lost its message: it is sent again.
+CALLBACK_OVERDUE_SECONDS = 120.0
 
 
 class JobRef(NamedTuple):
@@ -120,3 +123,33 @@ async def requeue_unfinished(broker: dramatiq.Broker, database: Database) -> int
     if refs:
         log.info("unfinished jobs picked up again", count=len(sent), of=len(refs))
     return len(sent)
+
+
+def _send_callbacks(broker: dramatiq.Broker, delivery_ids: Sequence[UUID]) -> int:
+    sent = 0
+    for delivery_id in delivery_ids:
+        try:
+            send_callback(broker, delivery_id)
+        except Exception as exc:  # noqa: BLE001  (any broker failure: the row stays due)
+            log.warning(
+                "exam callback enqueue failed", delivery_id=str(delivery_id), error=f"{type(exc).__name__}: {exc}"
+            )
+            break
+        sent += 1
+    return sent
+
+
+async def send_callbacks(broker: dramatiq.Broker, delivery_ids: Sequence[UUID]) -> int:
+    """Hand committed callback deliveries to the broker (off the event loop); a failure leaves
+    them due for :func:`resend_due_callbacks`."""
+    return await anyio.to_thread.run_sync(_send_callbacks, broker, list(delivery_ids)) if delivery_ids else 0
+
+
+async def resend_due_callbacks(broker: dramatiq.Broker, database: Database) -> int:
+    """The callback outbox pass: send again deliveries whose message was lost (or never sent)."""
+    async with database.transaction() as session:
+        ids = await due_deliveries(session, overdue=CALLBACK_OVERDUE_SECONDS)
+    sent = await send_callbacks(broker, ids)
+    if sent:
+        log.info("reconciler re-sent callbacks", count=sent)
+    return sent

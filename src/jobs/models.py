@@ -1,7 +1,8 @@
 """The ``exam_processing_jobs`` table and the seed's state helpers on it.
 
 Progress and ``current_step`` only move forward; the one way back is an operator's retry of a
-failed job (:meth:`ExamProcessingJob.reset_for_retry`), which resumes at the step that failed.
+failed or cancelled job (:meth:`ExamProcessingJob.reset_for_retry`), which resumes at the step
+that failed or was cancelled.
 Every write bumps ``version`` (optimistic locking), so a worker that lost its job to another
 worker cannot overwrite that worker's progress.
 """
@@ -12,14 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from advanced_alchemy.base import BigIntAuditBase
+from advanced_alchemy.base import BigIntAuditBase, BigIntBase
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import CheckConstraint, Index, Integer, SmallInteger, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from jobs.progress import STEP_RANGES, Step, is_forward
+from jobs.errors import JobError
+from jobs.progress import FINAL_STATUSES, STEP_RANGES, Step, is_forward
+from jobs.schemas import MAX_CALLBACK_URL_LENGTH
 
-__all__ = ("ExamProcessingJob", "InvalidTransitionError", "WorkerHeartbeat", "utcnow")
+__all__ = (
+    "CallbackDelivery",
+    "ExamProcessingJob",
+    "ExamResult",
+    "ExamResultTopic",
+    "InvalidTransitionError",
+    "WorkerHeartbeat",
+    "utcnow",
+)
 
 
 def utcnow() -> datetime:
@@ -38,7 +49,9 @@ class ExamProcessingJob(BigIntAuditBase):
     __table_args__ = (
         Index("ix_exam_processing_jobs_status_created_at", "status", "created_at"),
         Index("ix_exam_processing_jobs_completed_at", "completed_at"),
-        CheckConstraint("status IN ('pending', 'processing', 'completed', 'failed')", name="status"),
+        # The dashboard's jobs list: newest first, keyset on (created_at, id) (migration 0003).
+        Index("ix_exam_processing_jobs_created_at_id", "created_at", "id"),
+        CheckConstraint("status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 100", name="progress"),
     )
 
@@ -58,12 +71,18 @@ class ExamProcessingJob(BigIntAuditBase):
     #: The recommendations received (AI or rule-based), kept so the AI is never paid twice.
     recommendations: Mapped[dict[str, Any] | None] = mapped_column(JsonB, default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonB, default=None)
+    #: The English rendering of the error (rows written before error codes have only this).
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    #: A stable machine code (``jobs.errors.ERROR_CODES``); ``error_params`` render its message.
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_params: Mapped[dict[str, Any] | None] = mapped_column(JsonB, default=None)
+    #: Where the terminal status document is POSTed (``CALLBACK_ALLOWED_HOSTS``), if anywhere.
+    callback_url: Mapped[str | None] = mapped_column(String(MAX_CALLBACK_URL_LENGTH), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
-    #: When the job reached a final state (completed or failed), as in the seed.
+    #: When the job reached a final state (completed, failed or cancelled), as in the seed.
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     failed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
@@ -75,7 +94,13 @@ class ExamProcessingJob(BigIntAuditBase):
     @property
     def is_finished(self) -> bool:
         """Whether the job is in a final state."""
-        return self.status in ("completed", "failed")
+        return self.status in FINAL_STATUSES
+
+    def _set_error(self, error: JobError | str | None) -> None:
+        if isinstance(error, JobError):
+            self.error_code, self.error_params, self.error_message = error.code, dict(error.params), error.english
+        else:
+            self.error_code, self.error_params, self.error_message = None, None, error
 
     def _advance(self, step: Step, progress: int) -> None:
         if self.is_finished:
@@ -107,9 +132,9 @@ class ExamProcessingJob(BigIntAuditBase):
         self._advance(step or self.current_step, progress)  # type: ignore[arg-type]
         self.heartbeat_at = now
 
-    def release_for_retry(self, error: str) -> None:
+    def release_for_retry(self, error: JobError | str) -> None:
         """After a transient failure: stay ``processing`` at this step and free the job for the retry."""
-        self.error_message = error
+        self._set_error(error)
         self.heartbeat_at = None
 
     def mark_completed(self, result: dict[str, Any], now: datetime) -> None:
@@ -117,12 +142,12 @@ class ExamProcessingJob(BigIntAuditBase):
         self._advance("completed", 100)
         self.status = "completed"
         self.result = result
-        self.error_message = None
+        self._set_error(None)
         self.failed_step = None
         self.heartbeat_at = None
         self.completed_at = now
 
-    def mark_failed(self, error: str, now: datetime) -> None:
+    def mark_failed(self, error: JobError | str, now: datetime) -> None:
         """Finish with ``error`` (progress stays where it was)."""
         if self.is_finished:
             msg = f"job {self.job_id} is already {self.status}"
@@ -130,20 +155,32 @@ class ExamProcessingJob(BigIntAuditBase):
         self.failed_step = self.current_step if self.current_step != "failed" else self.failed_step
         self.status = "failed"
         self.current_step = "failed"
-        self.error_message = error
+        self._set_error(error)
         self.heartbeat_at = None
         self.failed_at = now
         self.completed_at = now
 
+    def mark_cancelled(self, now: datetime) -> None:
+        """Stop a pending or processing job: progress stays, no error; a retry resumes at this step."""
+        if self.is_finished:
+            msg = f"job {self.job_id} is already {self.status}"
+            raise InvalidTransitionError(msg)
+        self.failed_step = self.current_step
+        self.status = "cancelled"
+        self.current_step = "cancelled"
+        self._set_error(None)
+        self.heartbeat_at = None
+        self.completed_at = now
+
     def reset_for_retry(self) -> None:
-        """Operator retry of a failed job: back to ``pending`` at the step that failed."""
-        if self.status != "failed":
-            msg = f"only failed jobs can be retried; job {self.job_id} is {self.status}"
+        """Operator retry of a failed or cancelled job: back to ``pending`` at the step it stopped in."""
+        if self.status not in ("failed", "cancelled"):
+            msg = f"only failed or cancelled jobs can be retried; job {self.job_id} is {self.status}"
             raise InvalidTransitionError(msg)
         self.status = "pending"
         self.current_step = self.failed_step or "queued"
         self.failed_step = None
-        self.error_message = None
+        self._set_error(None)
         self.completed_at = None
         self.failed_at = None
         self.enqueued_at = None
@@ -161,3 +198,77 @@ class WorkerHeartbeat(BigIntAuditBase):
     threads: Mapped[int] = mapped_column(Integer)
     queue_connection: Mapped[str] = mapped_column(String(16))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+
+
+class ExamResult(BigIntBase):
+    """One graded submission, written with the job's completion and kept after the job row is gone.
+
+    ``result`` is the status document's ``result``; the columns beside it are what the results
+    API filters, sorts and sums by. Indexes: newest first overall, per student and per exam
+    (keyset ``graded_at desc, id desc``); the per-exam index also carries ``percentage`` and
+    ``passed``, so the summary reads the index alone.
+    """
+
+    __tablename__ = "exam_results"
+    __table_args__ = (
+        Index("ix_exam_results_graded_at_id", "graded_at", "id"),
+        Index("ix_exam_results_student_id_graded_at_id", "student_id", "graded_at", "id"),
+        Index("ix_exam_results_exam_code_graded_at_id", "exam_code", "graded_at", "id"),
+        Index("ix_exam_results_exam_code_percentage_passed", "exam_code", "percentage", "passed"),
+    )
+
+    job_id: Mapped[UUID] = mapped_column(GUID, unique=True)
+    exam_code: Mapped[str] = mapped_column(String(64))
+    student_id: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+    max_score: Mapped[float] = mapped_column(Float)
+    percentage: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    graded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    result: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    topics: Mapped[list[ExamResultTopic]] = relationship(
+        back_populates="exam_result", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+
+class ExamResultTopic(BigIntBase):
+    """One topic's percentage of one result, so per-topic means are an index-only aggregate."""
+
+    __tablename__ = "exam_result_topics"
+    __table_args__ = (Index("ix_exam_result_topics_exam_code_topic_percentage", "exam_code", "topic", "percentage"),)
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("exam_results.id", ondelete="CASCADE"), index=True)
+    exam_code: Mapped[str] = mapped_column(String(64))
+    topic: Mapped[str] = mapped_column(String(128))
+    percentage: Mapped[float] = mapped_column(Float)
+    exam_result: Mapped[ExamResult] = relationship(back_populates="topics", lazy="raise")
+
+
+class CallbackDelivery(BigIntAuditBase):
+    """One completion callback (the outbox row) and how its attempts went.
+
+    ``state`` is ``pending`` until a ``2xx`` (``delivered``) or the end of the retry period
+    (``gave_up``). ``payload`` is the exact body, so every retry sends (and signs) the same bytes.
+    """
+
+    __tablename__ = "exam_callback_deliveries"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'delivered', 'gave_up')", name="state"),
+        Index("ix_exam_callback_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_exam_callback_deliveries_created_at", "created_at"),
+    )
+
+    delivery_id: Mapped[UUID] = mapped_column(GUID, unique=True, default=uuid4)
+    job_id: Mapped[UUID] = mapped_column(GUID, index=True)
+    student_id: Mapped[str] = mapped_column(String(128), index=True)
+    url: Mapped[str] = mapped_column(String(MAX_CALLBACK_URL_LENGTH))
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    gave_up_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

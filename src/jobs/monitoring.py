@@ -33,7 +33,7 @@ CACHE_SECONDS = 5.0
 COMPLETED_RECOUNT_SECONDS = 60.0
 SLOW_COUNT_SECONDS = 0.025
 BROKER_TIMEOUT = 3.0
-STATUSES = ("pending", "processing", "completed", "failed")
+STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
 
 @dataclass

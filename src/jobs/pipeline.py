@@ -2,8 +2,14 @@
 
 ``run_job`` is what the actor calls. It claims the job (one worker at a time), runs the steps
 not yet done (the grading and any AI answer already received are kept on the row, so a retry
-never redoes them), and ends in one of three ways: completed; released for a retry (a
-transient error, ``attempts`` not yet exhausted), which raises :class:`RetryLater`; or failed.
+never redoes them), and ends in one of four ways: completed (its result also written to
+``exam_results`` in the same transaction); released for a retry (a transient error, ``attempts``
+not yet exhausted), which raises :class:`RetryLater`; failed; or stopped because the job was
+cancelled meanwhile (seen at the next write: a step boundary, or the AI wait's tick every
+second, which also abandons the AI request).
+
+A terminal state with a ``callback_url`` commits its callback delivery with it (the outbox);
+the runtime's ``send_callback`` then hands it to the broker.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from uuid import UUID
 
 import msgspec
 import structlog
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -38,28 +45,61 @@ from exams.definitions import ExamDefinition
 from exams.grading import grade, validate_answers
 from exams.services import ExamService
 from i18n import gettext, localized
-from jobs.models import ExamProcessingJob, utcnow
+from jobs.ai_guard import (
+    AICircuitOpenError,
+    AIGuard,
+    AIGuardUnavailableError,
+    AISlotWaitExpiredError,
+    Outcome,
+    acquire,
+    new_token,
+    release,
+)
+from jobs.callbacks import new_delivery
+from jobs.errors import JobError
+from jobs.models import CallbackDelivery, ExamProcessingJob, utcnow
 from jobs.progress import PIPELINE_STEPS, STEP_RANGES, Step, ai_wait_progress, step_index
+from jobs.results import result_row
 from jobs.services import JobService
 
-__all__ = ("PermanentJobError", "PipelineRuntime", "RetryLater", "TransientJobError", "run_job")
+__all__ = (
+    "JobCancelledError",
+    "PermanentJobError",
+    "PipelineRuntime",
+    "RetryLater",
+    "TransientJobError",
+    "run_job",
+)
 
 log = structlog.get_logger("jobs.pipeline")
 
 #: Heartbeat and progress updates during the AI wait (SPEC: at least every 2 s).
 TICK_SECONDS = 1.0
+#: Seconds of an attempt kept back from the wait for an AI slot: the call itself plus this.
+_CALL_MARGIN_SECONDS = 5.0
+#: Message key of ``result.recommendations_note`` when the rule-based fallback stood in for the AI.
+FALLBACK_NOTE_KEY = "job.note.ai_fallback"
 
 
 class TransientJobError(Exception):
     """Raised when a step failed for a reason that may pass (timeout, AI overloaded, …)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, error: JobError, retry_after: float | None = None) -> None:
+        super().__init__(error.english)
+        self.error = error
         self.retry_after = retry_after
 
 
 class PermanentJobError(Exception):
     """Raised when a step failed for a reason a retry cannot fix (exam gone, invalid AI answer)."""
+
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.english)
+        self.error = error
+
+
+class JobCancelledError(Exception):
+    """Raised when the job was cancelled while this attempt ran: stop, write nothing more."""
 
 
 #: Failures that end an attempt but not the job: it is retried while attempts remain.
@@ -81,6 +121,10 @@ class PipelineRuntime:
     settings: Settings
     database: Database
     ai: AIClient | None
+    #: Hands a committed callback delivery to the broker (set by the actor; blocking).
+    send_callback: Callable[[UUID], None] | None = None
+    #: Shared AI limits, 429 pauses and circuit breaker (``None``: every call goes straight out).
+    guard: AIGuard | None = None
     _expected_ai_seconds: float = field(default=0.0)
 
     def __post_init__(self) -> None:
@@ -109,27 +153,74 @@ class _JobRun:
         self.runtime = runtime
         self.session = session
         self.job = job
+        self.job_pk = job.id
         self.lock = asyncio.Lock()
         self.exam: ExamDefinition | None = None
         self.version_seen = job.version
         #: A write failed: the session must be rolled back and the row reloaded before the next.
         self.broken = False
+        #: The callback delivery committed with the job's terminal state, to hand to the broker.
+        self.delivery_id: UUID | None = None
+        #: When this attempt's time limit ends (``time.monotonic()``).
+        self.deadline = time.monotonic() + runtime.settings.job_time_limit
+        #: The current AI call's wait for a slot: when it began, and how long it took once over.
+        self.slot_wait_started: float | None = None
+        self.slot_waited: float | None = None
+
+    def seconds_waited_for_slot(self) -> float:
+        """How long the current AI call waited (or has been waiting so far) for its slot."""
+        if self.slot_waited is not None:
+            return self.slot_waited
+        if self.slot_wait_started is not None:
+            return time.monotonic() - self.slot_wait_started
+        return 0.0
+
+    def slot_deadline(self) -> float:
+        """Until when the attempt may wait for an AI slot and still leave the call its timeout."""
+        settings = self.runtime.settings
+        latest = self.deadline - settings.ai_api_timeout - _CALL_MARGIN_SECONDS
+        return max(latest, time.monotonic() + 1.0)
 
     async def save(self, change: Callable[[ExamProcessingJob], None]) -> None:
         """Apply ``change`` to the row and commit; after a failed write, reload the row first.
 
-        Raises ``StaleDataError`` when another worker changed the job in between.
+        Raises :class:`JobCancelledError` when the job was cancelled meanwhile, and
+        ``StaleDataError`` when another worker changed it.
         """
         async with self.lock:
             if self.broken and not await self._reload():
+                if self.job.status == "cancelled":
+                    raise JobCancelledError
                 raise StaleDataError("job taken over by another worker")
             change(self.job)
             try:
                 await self.session.commit()
+            except StaleDataError:
+                self.broken = True
+                if await self._cancelled():
+                    raise JobCancelledError from None
+                raise
             except BaseException:
                 self.broken = True
                 raise
             self.version_seen = self.job.version
+
+    async def _cancelled(self) -> bool:
+        """After a lost write: whether the job was cancelled (rather than taken over)."""
+        try:
+            await self.session.rollback()
+            status = await self.session.scalar(
+                select(ExamProcessingJob.status).where(ExamProcessingJob.id == self.job_pk)
+            )
+            await self.session.rollback()
+        except TRANSIENT_DATABASE_ERRORS:
+            return False
+        return status == "cancelled"
+
+    def finish_with(self, delivery: CallbackDelivery | None) -> None:
+        """Add the terminal state's callback delivery (if any) to the transaction being saved."""
+        if delivery is not None:
+            self.session.add(delivery)
 
     async def save_patiently(self, change: Callable[[ExamProcessingJob], None], within: float = 30.0) -> None:
         """Save what cannot be had again (a paid AI answer) through a short database outage."""
@@ -173,13 +264,12 @@ async def _validate(run: _JobRun) -> None:
     async with run.runtime.database.sessions() as session:
         exam = await ExamService(session=session).get_definition(job.exam_code)
     if exam is None:
-        raise PermanentJobError(gettext("job.error.exam_missing", "en", code=job.exam_code))
+        raise PermanentJobError(JobError("exam_missing", {"code": job.exam_code}))
     if exam.status != "open":
-        raise PermanentJobError(gettext("validation.exam_closed", "en", code=job.exam_code))
+        raise PermanentJobError(JobError("exam_closed", {"code": job.exam_code}))
     errors = validate_answers(exam, job.answers)
     if errors:
-        details = "; ".join(f"{e.field}: {gettext(e.key, 'en', **e.params)}" for e in errors)
-        raise PermanentJobError(gettext("job.error.answers_invalid", "en", details=details))
+        raise PermanentJobError(JobError.answers_invalid([(e.field, e.key, dict(e.params)) for e in errors]))
     run.exam = exam
 
 
@@ -191,45 +281,91 @@ async def _grade(run: _JobRun) -> None:
     await run.save(lambda job: setattr(job, "grading", msgspec.to_builtins(grading)))
 
 
+def _recommendation_request(run: _JobRun) -> RecommendationRequest:
+    job = run.job
+    assert run.exam is not None
+    grading = msgspec.convert(job.grading, GradeSummary)
+    title = localized(run.exam.title, job.locale, run.exam.code)
+    return RecommendationRequest(exam_code=job.exam_code, exam_title=title, locale=job.locale, grading=grading)
+
+
 async def _recommend(run: _JobRun) -> None:
     job = run.job
     if job.recommendations is not None:
         return
-    assert run.exam is not None
-    grading = msgspec.convert(job.grading, GradeSummary)
-    title = localized(run.exam.title, job.locale, run.exam.code)
-    request = RecommendationRequest(exam_code=job.exam_code, exam_title=title, locale=job.locale, grading=grading)
+    request = _recommendation_request(run)
     runtime = run.runtime
     if runtime.ai is None:
         metrics.AI_REQUESTS.labels(outcome="disabled").inc()
         items, source = rule_based_recommendations(request), "rule_based"
     else:
-        items, source = await _call_ai(run, runtime.ai, request), "ai"
+        try:
+            items, source = await _call_ai(run, runtime.ai, request), "ai"
+        except AICircuitOpenError:
+            # SPEC: while the circuit is open, a job reaching the AI step uses the fallback at once.
+            items, source = rule_based_recommendations(request), "rule_based_fallback"
+            metrics.AI_FALLBACKS.labels(reason="circuit_open").inc()
+            log.warning("exam processing used the rule-based fallback", reason="circuit_open")
     payload = {"source": source, "items": msgspec.to_builtins(items)}
     await run.save_patiently(lambda job: setattr(job, "recommendations", payload))
+
+
+async def _guarded_request(run: _JobRun, ai: AIClient, request: RecommendationRequest) -> list[Any]:
+    """One AI request inside the guard's limits: wait for a slot, call, give the slot back."""
+    guard = run.runtime.guard
+    if guard is None:
+        return list(await ai.recommend(request))
+    settings = run.runtime.settings
+    token = new_token()
+    run.slot_wait_started = time.monotonic()
+    try:
+        admission = await acquire(
+            guard, token, wait_when_open=settings.ai_fallback == "fail", deadline=run.slot_deadline()
+        )
+    except AIGuardUnavailableError as exc:
+        raise TransientJobError(JobError("temporary_error", {"reason": f"AI guard unavailable: {exc}"})) from exc
+    finally:
+        run.slot_waited = time.monotonic() - run.slot_wait_started
+    outcome: Outcome = "abandoned"
+    retry_after: float | None = None
+    metrics.AI_IN_FLIGHT.inc()
+    try:
+        items = await ai.recommend(request)
+    except AITransientError as exc:
+        outcome, retry_after = ("rate_limited" if exc.status == 429 else "failure"), exc.retry_after
+        raise
+    except AIPermanentError:
+        outcome = "success"  # the provider is up and answering; the answer was unusable
+        raise
+    else:
+        outcome = "success"
+        return list(items)
+    finally:
+        metrics.AI_IN_FLIGHT.dec()
+        await release(guard, token, outcome, trial=admission.trial, retry_after=retry_after)
 
 
 async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -> list[Any]:
     runtime = run.runtime
     started = time.monotonic()
     start_progress = run.job.progress
-
-    stop = asyncio.Event()
+    # The wait for a slot happens inside the answer task, so the ticker below keeps the step's
+    # progress and the heartbeat moving through it; the curve is stretched by the time waited.
+    run.slot_waited = run.slot_wait_started = None
+    answer = asyncio.create_task(_guarded_request(run, ai, request))
 
     async def tick() -> None:
-        # Stopped by an event, never cancelled: a cancel landing inside a commit would leave
-        # the shared session unusable for the steps after this one.
+        # Ends when the answer is in, never cancelled: a cancel landing inside a commit would
+        # leave the shared session unusable for the steps after this one. Each tick is a write,
+        # so a cancelled job (or one taken over) ends it with an error within a second.
         while True:
-            try:
-                await asyncio.wait_for(stop.wait(), TICK_SECONDS)
-            except TimeoutError:
-                pass
-            else:
+            done, _ = await asyncio.wait({answer}, timeout=TICK_SECONDS)
+            if done:
                 return
             value = ai_wait_progress(
                 time.monotonic() - started,
                 runtime.expected_ai_seconds,
-                runtime.settings.ai_api_timeout,
+                runtime.settings.ai_api_timeout + run.seconds_waited_for_slot(),
                 start_progress,
             )
             try:
@@ -240,19 +376,29 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
 
     ticker = asyncio.create_task(tick())
     try:
-        items = await ai.recommend(request)
-    except AITransientError as exc:
-        raise TransientJobError(f"AI request failed: {exc.reason}", exc.retry_after) from exc
-    except AIPermanentError as exc:
-        raise PermanentJobError(f"AI answer unusable: {exc}") from exc
+        await asyncio.wait({answer, ticker}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stop.set()
-        # If this attempt itself is being cancelled (time limit), the ticker must not outlive it.
+        # The ticker failed (job cancelled or taken over), or this attempt is being cancelled
+        # (time limit): the AI request is abandoned, and its answer, if any, discarded.
+        if not answer.done():
+            answer.cancel()
         try:
             await asyncio.shield(ticker)
         except asyncio.CancelledError:
             ticker.cancel()
             raise
+        except BaseException:  # noqa: BLE001, S110  (the ticker's own error is raised below)
+            pass
+        if answer.done() and not answer.cancelled():
+            answer.exception()  # retrieved, so an unused failure is not reported as lost
+    if (ticker_error := ticker.exception()) is not None:
+        raise ticker_error
+    try:
+        items = answer.result()
+    except AITransientError as exc:
+        raise TransientJobError(JobError("ai_unavailable", {"reason": exc.reason}), exc.retry_after) from exc
+    except AIPermanentError as exc:
+        raise PermanentJobError(JobError("ai_invalid_answer", {"error": str(exc)})) from exc
     runtime.observe_ai_seconds(time.monotonic() - started)
     return list(items)
 
@@ -274,7 +420,20 @@ async def _finalize(run: _JobRun) -> None:
         "recommendations_source": recommendations["source"],
         "processed_at": utcnow().isoformat().replace("+00:00", "Z"),
     }
-    await run.save(lambda j: j.mark_completed(result, utcnow()))
+    if recommendations["source"] == "rule_based_fallback":
+        result["recommendations_note"] = gettext(FALLBACK_NOTE_KEY, job.locale)
+    delivery: list[CallbackDelivery] = []
+
+    def complete(job: ExamProcessingJob) -> None:
+        # One transaction: the job completes, its result row is written, its callback queued.
+        now = utcnow()
+        job.mark_completed(result, now)
+        run.session.add(result_row(job, result, now))
+        delivery[:] = [d for d in (new_delivery(job, now),) if d is not None]
+        run.finish_with(delivery[0] if delivery else None)
+
+    await run.save(complete)
+    run.delivery_id = delivery[0].delivery_id if delivery else None
 
 
 def _raise_progress(value: int, job: ExamProcessingJob) -> None:
@@ -334,19 +493,30 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
         run = _JobRun(runtime, session, job)
         started = time.monotonic()
         try:
-            async with asyncio.timeout(settings.job_time_limit):
-                await _run_steps(run)
-        except StaleDataError:
-            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+            try:
+                async with asyncio.timeout(settings.job_time_limit):
+                    await _run_steps(run)
+            except JobCancelledError:
+                raise
+            except StaleDataError:
+                log.warning("exam processing abandoned", reason="job was taken over by another worker")
+                return
+            except _RETRYABLE as exc:
+                await _on_transient(run, _describe(exc, settings), getattr(exc, "retry_after", None))
+            except PermanentJobError as exc:
+                await _on_failure(run, exc.error)
+            except AISlotWaitExpiredError:
+                await _on_slot_wait_expired(run)
+            except Exception as exc:  # a bug must not leave the job hanging; record it and fail
+                log.exception("exam processing crashed")
+                await _on_failure(run, JobError("internal_error", {"error": f"{type(exc).__name__}: {exc}"}))
+        except JobCancelledError:
+            # Counted (exams_jobs_finished) and called back by whoever cancelled it.
+            log.info("exam processing cancelled", seconds_after_start=round(time.monotonic() - started, 3))
             return
-        except _RETRYABLE as exc:
-            await _on_transient(run, _describe(exc, settings), getattr(exc, "retry_after", None))
-        except PermanentJobError as exc:
-            await _on_failure(run, str(exc))
-        except Exception as exc:  # a bug must not leave the job hanging; record it and fail
-            log.exception("exam processing crashed")
-            await _on_failure(run, f"internal error: {type(exc).__name__}: {exc}")
-        else:
+        finally:
+            await _hand_over_callback(runtime, run.delivery_id)
+        if job.status == "completed":
             duration = (utcnow() - job.created_at).total_seconds()
             metrics.JOBS_FINISHED.labels(status="completed").inc()
             metrics.JOB_DURATION.observe(duration)
@@ -371,44 +541,120 @@ async def _log_skipped(service: JobService, job_id: UUID, reason: str) -> None:
     )
 
 
-def _describe(exc: BaseException, settings: Settings) -> str:
-    if isinstance(exc, TimeoutError) and not isinstance(exc, TransientJobError):
-        return f"attempt stopped after the job time limit of {settings.job_time_limit:g} s"
+async def _hand_over_callback(runtime: PipelineRuntime, delivery_id: UUID | None) -> None:
+    """Send the committed delivery's message; if that fails, the scheduler re-sends it later."""
+    if delivery_id is None or runtime.send_callback is None:
+        return
+    try:
+        await asyncio.to_thread(runtime.send_callback, delivery_id)
+    except Exception as exc:  # noqa: BLE001  (any broker failure: the row stays due)
+        log.warning("exam callback enqueue failed", delivery_id=str(delivery_id), error=f"{type(exc).__name__}: {exc}")
+
+
+def _describe(exc: BaseException, settings: Settings) -> JobError:
+    if isinstance(exc, TransientJobError):
+        return exc.error
+    if isinstance(exc, TimeoutError):
+        return JobError("time_limit", {"seconds": f"{settings.job_time_limit:g}"})
     if isinstance(exc, DBAPIError):
-        return f"database error: {type(exc.orig).__name__ if exc.orig else type(exc).__name__}"
-    return str(exc) or type(exc).__name__
+        return JobError("database_unavailable", {"error": type(exc.orig).__name__ if exc.orig else type(exc).__name__})
+    return JobError("temporary_error", {"reason": str(exc) or type(exc).__name__})
 
 
-async def _on_transient(run: _JobRun, reason: str, retry_after: float | None) -> None:
+async def _on_transient(run: _JobRun, reason: JobError, retry_after: float | None) -> None:
     settings = run.runtime.settings
     try:
         # First put the session back in order: a failed write leaves it unusable.
         if not await run.recover():
+            if run.job.status == "cancelled":
+                raise JobCancelledError
             log.warning("exam processing abandoned", reason="job was taken over by another worker")
             return
     except TRANSIENT_DATABASE_ERRORS:
         # The database is away: the heartbeat goes stale and the reconciler re-sends the job.
-        log.warning("exam processing retry not recorded", error=reason)
+        log.warning("exam processing retry not recorded", error=reason.english)
         metrics.JOB_RETRIES.inc()
         raise RetryLater(run.runtime.retry_delay(1, retry_after)) from None
     job = run.job
     if job.attempts > settings.job_max_retries:
-        message = gettext("job.error.retries_exhausted", "en", attempts=job.attempts, reason=reason)
-        await _on_failure(run, message, recovered=True)
+        if _falls_back(run, reason):
+            await _complete_with_fallback(run, reason)
+            return
+        await _on_failure(run, reason.exhausted(job.attempts), recovered=True)
         return
     delay = run.runtime.retry_delay(job.attempts, retry_after)
     await run.save(lambda j: j.release_for_retry(reason))
     metrics.JOB_RETRIES.inc()
-    log.warning("exam processing retry scheduled", error=reason, retry_in_seconds=round(delay, 2))
+    log.warning("exam processing retry scheduled", error=reason.english, retry_in_seconds=round(delay, 2))
     raise RetryLater(delay)
 
 
-async def _on_failure(run: _JobRun, message: str, *, recovered: bool = False) -> None:
+async def _on_failure(run: _JobRun, error: JobError, *, recovered: bool = False) -> None:
     if not recovered and not await run.recover():
+        if run.job.status == "cancelled":
+            raise JobCancelledError
         log.warning("exam processing abandoned", reason="job was taken over by another worker")
         return
     job = run.job
-    await run.save(lambda j: j.mark_failed(message, utcnow()))
+    delivery: list[CallbackDelivery] = []
+
+    def fail(j: ExamProcessingJob) -> None:
+        now = utcnow()
+        j.mark_failed(error, now)
+        delivery[:] = [d for d in (new_delivery(j, now),) if d is not None]
+        run.finish_with(delivery[0] if delivery else None)
+
+    await run.save(fail)
+    run.delivery_id = delivery[0].delivery_id if delivery else None
     metrics.JOBS_FINISHED.labels(status="failed").inc()
     metrics.JOB_DURATION.observe((utcnow() - job.created_at).total_seconds())
-    log.error("exam processing failed", error=message, failed_step=job.failed_step)
+    log.error("exam processing failed", error=error.english, error_code=error.code, failed_step=job.failed_step)
+
+
+def _falls_back(run: _JobRun, reason: JobError) -> bool:
+    """Whether a job out of retries completes with the rule-based fallback (SPEC ``AI_FALLBACK``)."""
+    job = run.job
+    return (
+        run.runtime.settings.ai_fallback == "rule_based"
+        and run.runtime.ai is not None
+        and run.exam is not None
+        and job.current_step == "getting_ai_recommendations"
+        and job.grading is not None
+        and job.recommendations is None
+        and reason.code in ("ai_unavailable", "time_limit")
+    )
+
+
+async def _complete_with_fallback(run: _JobRun, reason: JobError) -> None:
+    """The AI step ran out of retries: finish the job with the grade and rule-based recommendations."""
+    items = rule_based_recommendations(_recommendation_request(run))
+    payload = {"source": "rule_based_fallback", "items": msgspec.to_builtins(items)}
+    await run.save_patiently(lambda job: setattr(job, "recommendations", payload))
+    await run.finish_step("getting_ai_recommendations")
+    await run.enter("finalizing_results")
+    await _finalize(run)
+    metrics.AI_FALLBACKS.labels(reason="retries_exhausted").inc()
+    log.warning(
+        "exam processing used the rule-based fallback",
+        reason="retries_exhausted",
+        error=reason.english,
+        attempts=run.job.attempts,
+    )
+
+
+async def _on_slot_wait_expired(run: _JobRun) -> None:
+    """No AI slot came within this attempt: run again later, without counting the attempt."""
+    if not await run.recover():
+        if run.job.status == "cancelled":
+            raise JobCancelledError
+        log.warning("exam processing abandoned", reason="job was taken over by another worker")
+        return
+
+    def defer(job: ExamProcessingJob) -> None:
+        job.release_for_retry(JobError("ai_busy", {}))
+        job.attempts = max(job.attempts - 1, 0)
+
+    await run.save(defer)
+    delay = run.runtime.retry_delay(1, None)
+    log.info("exam processing waiting for an AI slot", retry_in_seconds=round(delay, 2))
+    raise RetryLater(delay)

@@ -9,6 +9,7 @@ import math
 from typing import Final, Literal
 
 __all__ = (
+    "FINAL_STATUSES",
     "PIPELINE_STEPS",
     "STEPS",
     "STEP_RANGES",
@@ -19,7 +20,9 @@ __all__ = (
     "step_index",
 )
 
-JobStatus = Literal["pending", "processing", "completed", "failed"]
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+#: The states a job never leaves (except by an operator's retry of a failed or cancelled one).
+FINAL_STATUSES: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 Step = Literal[
     "queued",
     "validating_exam",
@@ -28,9 +31,10 @@ Step = Literal[
     "finalizing_results",
     "completed",
     "failed",
+    "cancelled",
 ]
 
-#: The steps a job walks through, in order (``failed`` may end it at any point).
+#: The steps a job walks through, in order (``failed`` or ``cancelled`` may end it at any point).
 STEPS: Final[tuple[Step, ...]] = (
     "queued",
     "validating_exam",
@@ -53,8 +57,8 @@ STEP_RANGES: Final[dict[Step, tuple[int, int]]] = {
 
 
 def step_index(step: str) -> int:
-    """Position of ``step`` in :data:`STEPS` (``failed`` sorts after everything)."""
-    if step == "failed":
+    """Position of ``step`` in :data:`STEPS` (``failed`` and ``cancelled`` sort after everything)."""
+    if step in ("failed", "cancelled"):
         return len(STEPS)
     return STEPS.index(step)
 

@@ -7,10 +7,19 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ("MAX_CODE_LENGTH", "MAX_ID_LENGTH", "SUBMIT_EXAMPLE", "Answer", "StatusDocument", "SubmitRequest")
+__all__ = (
+    "MAX_CALLBACK_URL_LENGTH",
+    "MAX_CODE_LENGTH",
+    "MAX_ID_LENGTH",
+    "SUBMIT_EXAMPLE",
+    "Answer",
+    "StatusDocument",
+    "SubmitRequest",
+)
 
 MAX_CODE_LENGTH = 64
 MAX_ID_LENGTH = 128
+MAX_CALLBACK_URL_LENGTH = 2048
 
 #: One answer: a string (single choice, short text), a list of strings (multiple choice),
 #: a number (numeric) or a boolean (true/false).
@@ -57,6 +66,19 @@ class SubmitRequest(msgspec.Struct, kw_only=True):
             )
         ),
     ]
+    callback_url: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=MAX_CALLBACK_URL_LENGTH,
+                description=(
+                    "Optional `https://` (or `http://`) URL on a host of `CALLBACK_ALLOWED_HOSTS`: the final status "
+                    "document is POSTed there (signed `X-Exams-Signature`, see the client guide)."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
 
 class StatusDocument(msgspec.Struct, kw_only=True):
@@ -65,12 +87,12 @@ class StatusDocument(msgspec.Struct, kw_only=True):
     job_id: str
     exam_code: str
     student_id: str
-    status: Literal["pending", "processing", "completed", "failed"]
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
     progress: int
     """0-100, never decreasing."""
     current_step: str
     """queued, validating_exam, processing_answers, getting_ai_recommendations,
-    finalizing_results, completed or failed."""
+    finalizing_results, completed, failed or cancelled."""
     current_step_label: str
     """``current_step`` in the request's language."""
     attempts: int
@@ -78,6 +100,11 @@ class StatusDocument(msgspec.Struct, kw_only=True):
     """When completed: score, max_score, percentage, passed, topics, questions,
     recommendations, recommendations_source, processed_at."""
     error_message: str | None
+    """Why the job failed (or why the last attempt did), in the request's language."""
+    error_code: str | None
+    """A stable machine code for ``error_message`` (``ai_unavailable``, ``retries_exhausted``,
+    ``exam_closed``, ``exam_missing``, ``answers_invalid``, ``time_limit``, ``internal_error``, …);
+    null unless an error is set."""
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None

@@ -44,18 +44,19 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
     answers: dict[str, Any]
     locale: str = "en"
     idempotency_key: str | None = None
+    callback_url: str | None = None
 
 
 def request_fingerprint(submission: Submission) -> str:
     """Hash what the client sent, so a reused ``Idempotency-Key`` with another body is caught."""
-    canonical = msgspec.json.encode(
-        {
-            "exam_code": submission.exam_code,
-            "student_id": submission.student_id,
-            "answers": submission.answers,
-        },
-        order="sorted",
-    )
+    sent: dict[str, Any] = {
+        "exam_code": submission.exam_code,
+        "student_id": submission.student_id,
+        "answers": submission.answers,
+    }
+    if submission.callback_url is not None:  # absent: the same hash as before callbacks existed
+        sent["callback_url"] = submission.callback_url
+    canonical = msgspec.json.encode(sent, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -100,6 +101,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             locale=submission.locale,
             idempotency_key=key,
             request_fingerprint=fingerprint,
+            callback_url=submission.callback_url,
         )
         try:
             # The one method that commits; no refresh (all columns are known: no extra SELECT).
@@ -255,7 +257,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
     def _finished_before(cutoff: datetime) -> ColumnElement[bool]:
         return and_(
             ExamProcessingJob.completed_at < cutoff,
-            ExamProcessingJob.status.in_(("completed", "failed")),
+            ExamProcessingJob.status.in_(("completed", "failed", "cancelled")),
         )
 
     async def count_finished_before(self, cutoff: datetime) -> int:
@@ -289,6 +291,8 @@ class JobStatusView(Protocol):
     attempts: int
     result: dict[str, Any] | None
     error_message: str | None
+    error_code: str | None
+    error_params: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -307,6 +311,8 @@ _STATUS_QUERY = select(
             "attempts",
             "result",
             "error_message",
+            "error_code",
+            "error_params",
             "created_at",
             "started_at",
             "completed_at",

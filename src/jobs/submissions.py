@@ -76,14 +76,18 @@ def check_shape(data: object) -> SubmitRequest:
         errors.append(("answers", "validation.required", {}))
     elif not isinstance(answers, dict):
         errors.append(("answers", "validation.not_object", {}))
-    for key in sorted(set(data) - {"exam_code", "student_id", "answers"})[:10]:
+    callback_url = data.get("callback_url")
+    if callback_url is not None and not isinstance(callback_url, str):
+        errors.append(("callback_url", "validation.not_string", {}))
+    for key in sorted(set(data) - {"exam_code", "student_id", "answers", "callback_url"})[:10]:
         errors.append((str(key)[:64], "validation.unknown_field", {}))
     if errors:
         raise ValidationFailedError(errors)
     assert isinstance(answers, dict)
     if not _printable_text(answers):
         raise ValidationFailedError([("answers", "validation.invalid_characters", {})])
-    return SubmitRequest(exam_code=exam_code, student_id=student_id, answers=answers)
+    # The URL itself is checked against CALLBACK_ALLOWED_HOSTS by the handler (jobs.callbacks).
+    return SubmitRequest(exam_code=exam_code, student_id=student_id, answers=answers, callback_url=callback_url)
 
 
 def to_submission(request: SubmitRequest, locale: str, idempotency_key: str | None) -> Submission:
@@ -94,6 +98,7 @@ def to_submission(request: SubmitRequest, locale: str, idempotency_key: str | No
         answers=request.answers,
         locale=locale,
         idempotency_key=idempotency_key,
+        callback_url=request.callback_url,
     )
 
 

@@ -13,6 +13,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -22,6 +23,10 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from admin.cleanup import CleanupMonitor
+from admin.operations import Operations
+from admin.routes import admin_router
+from admin.web import AdminServices
 from core.logging import configure_logging
 from core.request_log import RequestLogMiddleware
 from core.settings import Settings, load_settings
@@ -34,8 +39,14 @@ from jobs.dispatch import requeue_unfinished
 from jobs.embedded import EmbeddedWorker
 from jobs.maintenance import run_scheduler
 from jobs.monitoring import MonitoringCache
+from jobs.results_api import ExamResultsReadController, exam_results_summary
 from server.health import health, ready
-from server.metrics_endpoint import forget_dead_processes, mark_this_process_dead, metrics_endpoint
+from server.metrics_endpoint import (
+    forget_dead_processes,
+    mark_this_process_dead,
+    metrics_endpoint,
+    process_registry,
+)
 from server.migrate import alchemy_config
 from server.wiring import Wiring
 
@@ -46,7 +57,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 1024 * 1024
 #: How often the embedded process looks for jobs no worker will run (stalled or never sent).
 RECONCILE_SECONDS = 10.0
-_VERSIONED_ASSETS = ("css/app.css", "js/student.js")
+_VERSIONED_ASSETS = ("css/app.css", "css/admin.css", "js/student.js", "js/admin.js")
 
 log = structlog.get_logger("server.app")
 
@@ -85,6 +96,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = wiring.database()
     broker, _actor = wiring.broker(worker=False)
     monitoring = MonitoringCache(database, broker, settings)
+    operations = Operations(database, broker, settings)
+    admin_services = AdminServices(
+        settings=settings,
+        database=database,
+        broker=broker,
+        monitoring=monitoring,
+        metrics=lambda: list(process_registry(settings).collect()),
+        operations=operations,
+    )
     exam_cache = ExamCache()
     metrics_dir = settings.prometheus_multiproc_dir or None
     prometheus = PrometheusConfig(
@@ -122,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            await operations.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -139,11 +160,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             ExamResultsController,
+            ExamResultsReadController,
             ExamsController,
+            exam_results_summary,
             health,
             ready,
             metrics_endpoint,
             student_page,
+            admin_router(),
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         dependencies={
@@ -152,10 +176,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "broker": provide(broker),
             "exam_cache": provide(exam_cache),
             "monitoring": provide(monitoring),
+            "cleanup_monitor": provide(CleanupMonitor(database)),
         },
         plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, database.engine))],
         middleware=[RequestLogMiddleware, prometheus.middleware],
         lifespan=[lifespan],
+        state=State({"admin_services": admin_services}),
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=_cors(settings),

@@ -11,9 +11,11 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.logging import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG
 from server.cli_jobs import jobs, scheduler
+from server.cli_records import callbacks, students
 from server.commands import load_settings_or_exit as _settings
 from server.commands import one_line as _one_line
 from server.commands import run_async as _run
@@ -25,6 +27,12 @@ __all__ = ("main",)
 def main() -> None:
     """Async Exam Processing: grade exam submissions with AI study recommendations."""
     _prepare_metrics_dir()
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return  # the command itself reports the bad setting
+    # Every command logs as the settings say (JSON lines on stderr by default), never on stdout.
+    configure_logging(settings.log_format, settings.log_level)
 
 
 def _prepare_metrics_dir() -> None:
@@ -196,6 +204,7 @@ def demo(host: str, port: int, ai_latency: float) -> None:
                 f"  API docs       {base}/api/documentation",
                 f"  Exams          {base}/api/exams",
                 f"  Metrics        {base}/metrics",
+                f"  Dashboard      {base}/admin",
                 f"  Admin login    {settings.admin_username} / {password}",
                 f"  Database       {settings.database_url}",
                 f"  AI             {ai}",
@@ -233,6 +242,7 @@ def worker(processes: int, threads: int) -> None:
         str(threads),
         "--queues",
         "exams",
+        "exams_callbacks",
         "--worker-shutdown-timeout",
         str(shutdown_ms),
     ]
@@ -253,8 +263,6 @@ def worker(processes: int, threads: int) -> None:
 )
 def fake_ai(*, host: str, port: int, latency: float, error_rate: float, jitter: float, mode: str) -> None:
     """Run an OpenAI-compatible stand-in AI server (for demos, tests and benchmarks)."""
-    from core.logging import configure_logging
-
     if not 0 <= error_rate <= 1:
         click.echo("exams: --error-rate must be between 0 and 1", err=True)
         sys.exit(2)
@@ -264,5 +272,59 @@ def fake_ai(*, host: str, port: int, latency: float, error_rate: float, jitter: 
     run_fake_ai(host=host, port=port, latency=latency, error_rate=error_rate, mode=mode, jitter=jitter)
 
 
+@main.group()
+def admin() -> None:
+    """Dashboard users."""
+
+
+@admin.command("create-user")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["viewer", "operator"]), help="viewer reads; operator acts.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (one line).")
+def admin_create_user(name: str, role: str, password_stdin: bool) -> None:
+    """Add a dashboard user NAME (the password is asked, or read with --password-stdin)."""
+    import getpass
+
+    from admin.auth import UserExistsError, create_user
+    from core.audit import record
+    from server.wiring import Wiring
+
+    settings = _settings()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def work() -> None:
+        database = Wiring(settings).database()
+        try:
+            async with database.transaction() as session:
+                user = await create_user(session, settings, name, role, password)
+                await record(
+                    session,
+                    actor=f"cli:{getpass.getuser()}",
+                    action="users.create",
+                    target={"username": user.username},
+                    detail={"role": role},
+                )
+        finally:
+            await database.dispose()
+
+    try:
+        _run(work)
+    except UserExistsError as exc:
+        click.echo(f"exams: {exc}", err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        click.echo(f"exams: {exc}", err=True)
+        sys.exit(2)
+    except (OSError, SQLAlchemyError) as exc:
+        click.echo(f"exams: cannot reach the database: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    click.echo(f"dashboard user {name.strip().lower()!r} created ({role})")
+
+
 main.add_command(jobs)
 main.add_command(scheduler)
+main.add_command(callbacks)
+main.add_command(students)

@@ -1,4 +1,4 @@
-"""``exams jobs …`` (list, show, retry, cleanup) and ``exams scheduler`` (reconciler and daily cleanup)."""
+"""``exams jobs …`` (list, show, retry, requeue, cleanup) and ``exams scheduler`` (reconciler and daily cleanup)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def jobs() -> None:
 
 
 @jobs.command("list")
-@click.option("--status", type=click.Choice(["pending", "processing", "completed", "failed"]))
+@click.option("--status", type=click.Choice(["pending", "processing", "completed", "failed", "cancelled"]))
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
 def list_jobs(status: str | None, limit: int) -> None:
     """The most recent jobs (newest first)."""
@@ -106,7 +106,10 @@ def show_job(job_id: str) -> None:
 @click.argument("job_id", required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 def retry_jobs(job_id: str | None, all_failed: bool) -> None:
-    """Re-run a failed job (or every failed job); each resumes at the step that failed."""
+    """Re-run a failed or cancelled job (or every failed job); each resumes at the step it stopped in (audited)."""
+    import getpass
+
+    from core.audit import record
     from jobs.dispatch import JobRef, dispatch
     from jobs.models import InvalidTransitionError
     from jobs.services import JobService
@@ -133,6 +136,14 @@ def retry_jobs(job_id: str | None, all_failed: bool) -> None:
                     problems.append(str(exc))
                     continue
                 retried.append(JobRef.of(job))
+            await record(
+                session,
+                actor=f"cli:{getpass.getuser()}",
+                action="jobs.retry",
+                target={"job_ids": [str(i) for i in ids]} if job_id else {"filter": {"status": "failed"}},
+                count=len(retried),
+                detail={"job_ids": [str(ref.job_id) for ref in retried[:1000]], "problems": len(problems)},
+            )
         if retried and settings.queue_connection != "embedded":
             broker, _actor = Wiring(settings).broker(worker=False)
             await dispatch(broker, database, retried)
@@ -147,16 +158,145 @@ def retry_jobs(job_id: str | None, all_failed: bool) -> None:
         sys.exit(1)
 
 
+@jobs.command("cancel")
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a pending or processing job (a running one stops within 2 s)."""
+    from core.errors import AlreadyFinishedError
+    from jobs.cancel import Cancellation, cancel_job
+    from jobs.dispatch import send_callbacks
+    from server.wiring import Wiring
+
+    settings = load_settings_or_exit()
+    uid = _job_id(job_id)
+
+    async def work(database: Database) -> Cancellation | str | None:
+        try:
+            cancellation = await cancel_job(database, uid)
+        except AlreadyFinishedError as exc:
+            return str(exc.params.get("status"))
+        if (
+            cancellation is not None
+            and cancellation.delivery_id is not None
+            and settings.queue_connection != "embedded"
+        ):
+            # Embedded: the running server's scheduler sends the callback (the row is its outbox).
+            broker, _actor = Wiring(settings).broker(worker=False)
+            await send_callbacks(broker, [cancellation.delivery_id])
+        return cancellation
+
+    outcome = _with_database(settings, work)
+    if outcome is None:
+        click.echo(f"exams: no job {job_id}", err=True)
+        sys.exit(1)
+    if isinstance(outcome, str):
+        click.echo(f"exams: job {job_id} already finished ({outcome}); it cannot be cancelled", err=True)
+        sys.exit(1)
+    click.echo(f"job {job_id} {'cancelled' if outcome.changed else 'was already cancelled'}")
+
+
+@jobs.command("requeue")
+@click.option(
+    "--pending-older-than",
+    type=click.FloatRange(0, None),
+    metavar="S",
+    help="Re-send pending jobs submitted more than S seconds ago.",
+)
+@click.option("--stalled", is_flag=True, help="Re-send processing jobs whose heartbeat is older than JOB_STALE_AFTER.")
+def requeue(pending_older_than: float | None, stalled: bool) -> None:
+    """Re-send jobs whose queue message was lost (paced at ADMIN_RETRY_RATE; audited)."""
+    import asyncio
+    import getpass
+
+    from admin.operations import resend_job
+    from core.audit import record
+    from jobs.admin_queries import lost_job_ids
+    from jobs.services import JobService
+    from server.wiring import Wiring
+
+    if pending_older_than is None and not stalled:
+        raise click.UsageError("give --pending-older-than S, --stalled, or both")
+    settings = load_settings_or_exit()
+    embedded = settings.queue_connection == "embedded"
+
+    async def work(database: Database) -> tuple[int, int, int]:
+        async with database.transaction() as session:
+            pending, stale = await lost_job_ids(
+                session,
+                pending_older_than=pending_older_than,
+                stalled_after=settings.job_stale_after if stalled else None,
+            )
+            await record(
+                session,
+                actor=f"cli:{getpass.getuser()}",
+                action="jobs.requeue",
+                target={"pending_older_than": pending_older_than, "stalled": stalled},
+                count=len(pending) + len(stale),
+                detail={"job_ids": [str(j) for j in [*pending, *stale][:1000]], "embedded": embedded},
+            )
+            if embedded:
+                # The in-memory queue lives in `exams serve`: mark the jobs unsent and free the
+                # stalled ones; the server's reconciler sends them within seconds.
+                service = JobService(session=session)
+                await service.mark_unsent(pending)
+                freed = 0
+                for job_id in stale:
+                    job = await service.get_by_job_id(job_id)
+                    if job is not None and await service.release_stalled(job_id, job.version):
+                        job.enqueued_at = None
+                        freed += 1
+                return len(pending), freed, len(pending) + len(stale)
+        broker, _actor = Wiring(settings).broker(worker=False)
+        sent_pending = sent_stalled = 0
+        interval = 1.0 / settings.admin_retry_rate
+        for job_id in pending:
+            sent_pending += await resend_job(database, broker, job_id, stalled=False)
+            await asyncio.sleep(interval)
+        for job_id in stale:
+            sent_stalled += await resend_job(database, broker, job_id, stalled=True)
+            await asyncio.sleep(interval)
+        return sent_pending, sent_stalled, len(pending) + len(stale)
+
+    pending_sent, stalled_sent, found = _with_database(settings, work)
+    where = "marked for the running server to send" if embedded else "sent again"
+    click.echo(f"{pending_sent} pending and {stalled_sent} stalled job(s) {where} (of {found} found)")
+
+
 @jobs.command("cleanup")
 @click.option("--older-than-days", type=click.IntRange(0, None), help="Default: JOB_RETENTION_DAYS.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 def cleanup(older_than_days: int | None, dry_run: bool) -> None:
-    """Delete completed and failed jobs that finished more than N days ago."""
+    """Delete completed, failed and cancelled jobs that finished more than N days ago (audited)."""
+    import getpass
+    import time
+    from datetime import timedelta
+
+    from core.audit import record
     from jobs.maintenance import cleanup_finished
+    from jobs.models import utcnow
 
     settings = load_settings_or_exit()
     days = settings.job_retention_days if older_than_days is None else older_than_days
-    count = _with_database(settings, lambda database: cleanup_finished(database, days, dry_run=dry_run))
+
+    async def work(database: Database) -> int:
+        started, clock = utcnow(), time.monotonic()
+        deleted = await cleanup_finished(database, days, dry_run=dry_run)
+        if dry_run:
+            return deleted
+        # The same entry as the scheduler's and the dashboard's runs (the cleanup page and the
+        # exams_cleanup_* metrics read it).
+        async with database.transaction() as session:
+            await record(
+                session,
+                actor=f"cli:{getpass.getuser()}",
+                action="cleanup.run",
+                target={"finished_before": (started - timedelta(days=days)).isoformat(), "retention_days": days},
+                count=deleted,
+                detail={"trigger": "cli", "seconds": round(time.monotonic() - clock, 3), "complete": True},
+            )
+        return deleted
+
+    count = _with_database(settings, work)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {count} job(s) finished more than {days} day(s) ago")
 

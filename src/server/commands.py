@@ -33,4 +33,6 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 def one_line(exc: BaseException) -> str:
     """An exception as one short line (a database driver's message can be a page)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    if not text and isinstance(exc, TimeoutError):
+        text = ["no answer in time"]
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

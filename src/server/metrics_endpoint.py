@@ -14,10 +14,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from admin.cleanup import CleanupCollector, CleanupMonitor
 from core.settings import Settings
 from jobs.monitoring import MonitoringCache, SnapshotCollector
 
-__all__ = ("forget_dead_processes", "mark_this_process_dead", "metrics_endpoint")
+__all__ = ("forget_dead_processes", "mark_this_process_dead", "metrics_endpoint", "process_registry")
 
 _PID_FILE = re.compile(r"_(\d+)\.db$")
 
@@ -59,18 +60,28 @@ class _ProcessCollector(Collector):
         return REGISTRY.collect()
 
 
-@get("/metrics", operation_id="Metrics", tags=["operations"], cache=False, summary="Prometheus metrics")
-async def metrics_endpoint(
-    monitoring: NamedDependency[MonitoringCache], settings: NamedDependency[Settings]
-) -> Response[bytes]:
-    """Counters, histograms and gauges of SPEC.md in Prometheus' text format."""
-    snapshot = await monitoring.get()
+def process_registry(settings: Settings) -> CollectorRegistry:
+    """The counters and histograms of this process, or of every process of the host (multiprocess
+    mode): what ``/metrics`` exports and the dashboard's overview reads."""
     registry = CollectorRegistry()
     if settings.prometheus_multiproc_dir:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ProcessCollector())
+    return registry
+
+
+@get("/metrics", operation_id="Metrics", tags=["operations"], cache=False, summary="Prometheus metrics")
+async def metrics_endpoint(
+    monitoring: NamedDependency[MonitoringCache],
+    settings: NamedDependency[Settings],
+    cleanup_monitor: NamedDependency[CleanupMonitor],
+) -> Response[bytes]:
+    """Counters, histograms and gauges of SPEC.md in Prometheus' text format."""
+    snapshot = await monitoring.get()
+    registry = process_registry(settings)
     registry.register(SnapshotCollector(snapshot))
+    registry.register(CleanupCollector(await cleanup_monitor.get()))
     # The 0.0.4 text format every Prometheus version parses; set as a header so that Litestar does
     # not append a second charset parameter.
     return Response(

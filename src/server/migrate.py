@@ -8,6 +8,7 @@ model changes). ``migrations/env.py`` registers every model of the product.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import cast
 
@@ -42,7 +43,8 @@ def alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncCo
 
 def alembic_commands(settings: Settings) -> AlembicCommands:
     """Alembic's commands (``upgrade``, ``check``, ``revision`` …) for ``DATABASE_URL``."""
-    return AlembicCommands(sqlalchemy_config=alchemy_config(settings, create_engine(settings)))
+    # No statement time limit: a backfill or an index build grows with the tables it migrates.
+    return AlembicCommands(sqlalchemy_config=alchemy_config(settings, create_engine(settings, statement_timeout=None)))
 
 
 def run_migrations(settings: Settings, revision: str = "head") -> None:
@@ -57,6 +59,8 @@ def schema_revisions(settings: Settings) -> tuple[str | None, str]:
     engine = cast("AsyncEngine", commands.config.engine)
 
     async def current() -> str | None:
+        # A read, not a migration: Alembic's "Context impl …" lines would only be noise here.
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
         try:
             async with engine.connect() as conn:
                 return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

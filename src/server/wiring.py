@@ -16,7 +16,8 @@ from dramatiq.middleware import Middleware
 from ai_client import AIClient, create_fake_ai_app
 from core.db import Database
 from core.settings import Settings
-from jobs.actors import JobActor, declare_actors
+from jobs.actors import CloseRuntime, JobActor, declare_actors
+from jobs.ai_guard import AIGuard, GuardLimits, LocalAIGuard, RedisAIGuard, SqlAIGuard
 from jobs.broker import create_broker
 from jobs.heartbeat import WorkerHeartbeats
 from jobs.pipeline import PipelineRuntime
@@ -57,6 +58,7 @@ class Wiring:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._local_guard: LocalAIGuard | None = None
 
     def database(self) -> Database:
         """A new engine and session factory (one per event loop; dispose it when done)."""
@@ -64,7 +66,26 @@ class Wiring:
 
     def pipeline_runtime(self) -> PipelineRuntime:
         """What a worker runs jobs with; built on the event loop that runs them."""
-        return PipelineRuntime(settings=self.settings, database=self.database(), ai=build_ai_client(self.settings))
+        database = self.database()
+        ai = build_ai_client(self.settings)
+        guard = self.ai_guard(database) if ai is not None else None
+        return PipelineRuntime(settings=self.settings, database=database, ai=ai, guard=guard)
+
+    def ai_guard(self, database: Database) -> AIGuard:
+        """The AI limits, pauses and circuit breaker, shared as widely as the workers are spread.
+
+        ``redis``: in Redis (every host); ``rabbitmq``: in the database's tables (every host);
+        ``embedded``: in this process (one guard for all its event loops).
+        """
+        settings = self.settings
+        limits = GuardLimits.from_settings(settings)
+        if settings.queue_connection == "redis":
+            return RedisAIGuard.from_url(limits, settings.redis_url)
+        if settings.queue_connection == "rabbitmq":
+            return SqlAIGuard(limits, database)
+        if self._local_guard is None:
+            self._local_guard = LocalAIGuard(limits)
+        return self._local_guard
 
     def broker(self, *, worker: bool) -> tuple[dramatiq.Broker, JobActor]:
         """The broker with the job actor declared on it.
@@ -86,4 +107,8 @@ class Wiring:
             middleware.append(Prometheus())
         broker = create_broker(settings, middleware)
         actor = declare_actors(broker, settings, self.pipeline_runtime if consumes else None)
+        if consumes:
+            # After AsyncIO in the list: "after" hooks run in reverse, so this one runs while the
+            # loop the runtime lives on is still up.
+            broker.add_middleware(CloseRuntime(actor))
         return broker, actor

@@ -184,6 +184,12 @@ FROM_THE_ENVIRONMENT: dict[str, tuple[str, object]] = {
     "JOB_RETRY_BACKOFF": ("0.5", 0.5),
     "JOB_TIME_LIMIT": ("120", 120.0),
     "JOB_STALE_AFTER": ("6", 6.0),
+    "RESULTS_RETENTION_DAYS": ("365", 365),
+    "CALLBACK_SECRET": ("0123456789abcdef-callbacks", "0123456789abcdef-callbacks"),
+    "CALLBACK_ALLOWED_HOSTS": (
+        " hooks.school.example, *.district.example.edu ,",
+        ("hooks.school.example", "*.district.example.edu"),
+    ),
     "ADMIN_USERNAME": ("root", "root"),
     "ADMIN_PASSWORD": (" spaced pw ", " spaced pw "),  # free text is kept verbatim
     "SECRET_KEY": ("0123456789abcdef", "0123456789abcdef"),
@@ -196,6 +202,15 @@ FROM_THE_ENVIRONMENT: dict[str, tuple[str, object]] = {
         ("https://school.example", "http://localhost:5173", "*"),
     ),
     "WORKER_THREADS": ("4", 4),
+    "ADMIN_SESSION_MINUTES": ("60", 60),
+    "ADMIN_RETRY_RATE": ("2.5", 2.5),
+    "PROMETHEUS_URL": ("http://prometheus:9090/", "http://prometheus:9090"),
+    "GRAFANA_URL": ("https://grafana.example/d/exams", "https://grafana.example/d/exams"),
+    "AI_MAX_CONCURRENCY": ("3", 3),
+    "AI_RATE_LIMIT_PER_MINUTE": ("600", 600),
+    "AI_CIRCUIT_FAILURES": ("2", 2),
+    "AI_CIRCUIT_SECONDS": ("2.5", 2.5),
+    "AI_FALLBACK": ("FAIL", "fail"),
 }
 
 REFERENCE_NAMES = [name for name, _, _ in settings_reference()]

@@ -269,9 +269,7 @@ async def test_needing_dispatch_finds_unsent_and_stalled_jobs(db: Database) -> N
         assert {job.job_id for job in due_now} == {stalled}
 
 
-async def test_cleanup_deletes_only_old_finished_jobs_in_batches(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cleanup_deletes_only_old_finished_jobs_in_batches(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     old = utcnow() - timedelta(days=10)
     recent = utcnow() - timedelta(days=1)
     doomed = set()

@@ -155,6 +155,9 @@ def db_settings(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Settings:
             "AI_API_TIMEOUT": "5",
             "JOB_MAX_RETRIES": "2",
             "JOB_RETRY_BACKOFF": "0.2",
+            # These tests drive AI failures to a failed job; the rule-based fallback (the default)
+            # is tested in test_ai_protection.py.
+            "AI_FALLBACK": "fail",
         },
         env_file=tmp_path / "no.env",
     )

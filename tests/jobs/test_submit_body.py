@@ -41,6 +41,7 @@ STATUS_FIELDS = {
     "attempts",
     "result",
     "error_message",
+    "error_code",
     "created_at",
     "started_at",
     "completed_at",
@@ -137,7 +138,7 @@ def test_openapi_request_body_is_derived_from_the_submit_request_type(client: Te
     assert schema["type"] == "object"
     assert set(schema["required"]) == {"exam_code", "student_id", "answers"}
     properties = schema["properties"]
-    assert set(properties) == {"exam_code", "student_id", "answers"}
+    assert set(properties) == {"exam_code", "student_id", "answers", "callback_url"}
     assert (properties["exam_code"]["type"], properties["exam_code"]["maxLength"]) == ("string", 64)
     assert (properties["student_id"]["type"], properties["student_id"]["maxLength"]) == ("string", 128)
     assert properties["exam_code"]["description"]

@@ -14,7 +14,10 @@ from advanced_alchemy.types import GUID
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import admin.models  # noqa: F401
+import core.audit  # noqa: F401
 import exams.models  # noqa: F401
+import jobs.ai_guard
 import jobs.models  # noqa: F401  (each import registers its tables on the shared metadata)
 
 if TYPE_CHECKING:

@@ -692,6 +692,10 @@
       h("div", { class: "result-section__head" },
         h("h3", { id: "result-recs" }, t("page.result.recommendations")),
         source ? h("span", { class: "chip chip--plain", "data-source": result.recommendations_source }, source) : null),
+      // Set when the AI tutor was unavailable and rule-based recommendations stood in (SPEC).
+      result.recommendations_note
+        ? h("p", { class: "recommendations__note muted", role: "note", dir: "auto" }, result.recommendations_note)
+        : null,
       recs.length
         ? h("ul", { class: "recommendations", role: "list" },
           recs.map((rec) => h("li", { class: `recommendation recommendation--${rec.priority}`, "data-priority": rec.priority },
