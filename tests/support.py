@@ -47,6 +47,25 @@ SPEC_STEP_ORDER = (
     "completed",
 )
 
+#: The status document's fields (SPEC.md, "HTTP API" and "Status document, extended").
+STATUS_FIELDS = {
+    "job_id",
+    "exam_code",
+    "student_id",
+    "status",
+    "progress",
+    "current_step",
+    "current_step_label",
+    "attempts",
+    "result",
+    "error_message",
+    "error_code",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "status_url",
+}
+
 MATH_ANSWERS = {"q1": "b", "q2": ["a", "c"], "q3": 3.14, "q4": True, "q5": "photosynthesis"}
 
 

@@ -585,11 +585,11 @@ class AdminController(Controller):
             return None, None, "admin.requeue.error.nothing"
         return pending, (1.0 if stalled else None), None
 
-    @post("/requeue/preview", operation_id="AdminRequeuePreview", opt=OPERATOR, status_code=200)
-    async def requeue_preview(self, request: Request[Any, Any, Any]) -> Template:
-        """Count pending jobs older than N seconds and stalled jobs whose message may be lost."""
+    async def _lost_jobs(
+        self, request: Request[Any, Any, Any], form: dict[str, Any]
+    ) -> Template | tuple[float | None, float | None, list[UUID], list[UUID]]:
+        """The requeue form's jobs: (pending after, stalled flag, pending ids, stalled ids), or a 422 notice."""
         services = _services(request)
-        form = _form_dict(await request.form())
         pending_after, stalled_flag, error = self._requeue_params(form)
         if error is not None:
             return self._notice(request, error, 422)
@@ -599,6 +599,16 @@ class AdminController(Controller):
                 pending_older_than=pending_after,
                 stalled_after=services.settings.job_stale_after if stalled_flag else None,
             )
+        return pending_after, stalled_flag, pending, stalled
+
+    @post("/requeue/preview", operation_id="AdminRequeuePreview", opt=OPERATOR, status_code=200)
+    async def requeue_preview(self, request: Request[Any, Any, Any]) -> Template:
+        """Count pending jobs older than N seconds and stalled jobs whose message may be lost."""
+        form = _form_dict(await request.form())
+        found = await self._lost_jobs(request, form)
+        if isinstance(found, Template):
+            return found
+        _pending_after, _stalled_flag, pending, stalled = found
         return page(
             request,
             "admin/partials/requeue_confirm.html",
@@ -612,15 +622,10 @@ class AdminController(Controller):
         """Send the lost jobs again (paced) and audit it."""
         services = _services(request)
         form = _form_dict(await request.form())
-        pending_after, stalled_flag, error = self._requeue_params(form)
-        if error is not None:
-            return self._notice(request, error, 422)
-        async with services.database.sessions() as session:
-            pending, stalled = await lost_job_ids(
-                session,
-                pending_older_than=pending_after,
-                stalled_after=services.settings.job_stale_after if stalled_flag else None,
-            )
+        found = await self._lost_jobs(request, form)
+        if isinstance(found, Template):
+            return found
+        pending_after, stalled_flag, pending, stalled = found
         target = {"pending_older_than": pending_after, "stalled": bool(stalled_flag)}
         op = await services.operations.start_requeue(identity_of(request).username, pending, stalled, target)
         return page(request, "admin/partials/operation.html", op=op)

@@ -286,3 +286,38 @@ def test_the_job_page_says_where_the_recommendations_came_from(admin_app: ExamsA
     arabic = client.get(f"/admin/jobs/{job_id}?lang=ar").text
     if source == "rule_based_fallback":
         assert "المعلّم الذكي لم يكن متاحًا" in arabic
+
+
+def test_requeue_lost_jobs_from_the_dashboard(admin_app: ExamsApp) -> None:
+    """Preview counts pending-too-long and stalled jobs; running it re-sends them and audits it."""
+    hour_ago = utcnow() - timedelta(hours=1)
+    lost = store_job(admin_app, created_at=hour_ago, enqueued_at=hour_ago)
+    stalled = store_job(
+        admin_app,
+        status="processing",
+        attempts=1,
+        current_step="validating_exam",
+        created_at=hour_ago,
+        heartbeat_at=hour_ago,
+    )
+    client = admin_app.http
+    assert login(client, "ops", OPERATOR_PASSWORD).status_code == 303
+    token = csrf_of(client, "/admin/failed")
+    headers = {"X-CSRF-Token": token, "HX-Request": "true"}
+    form = {"pending_older_than": "600", "stalled": "on"}
+
+    bad = client.post("/admin/requeue/preview", data={"pending_older_than": "-5"}, headers=headers)
+    assert bad.status_code == 422
+    assert "Enter a number of seconds" in bad.text
+    preview = client.post("/admin/requeue/preview", data=form, headers=headers)
+    assert preview.status_code == 200
+    assert "Found: 1 pending, 1 stalled." in preview.text
+    assert admin_app.status(lost)["status"] == "pending"  # a preview changes nothing
+
+    done = client.post("/admin/requeue/run", data=form, headers=headers)
+    assert done.status_code == 200
+    for job_id in (lost, stalled):  # sent again: the embedded worker runs both to the end
+        final, _ = admin_app.wait_final(job_id, timeout=60)
+        assert final["status"] == "completed", final
+    audit = client.get("/admin/audit?lang=en").text
+    assert "re-sent lost jobs" in audit

@@ -24,7 +24,7 @@ from exams.catalog import load_catalog_file
 from exams.definitions import ExamDefinition
 from exams.grading import grade
 from i18n import gettext
-from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsApp, FakeAIProcess
+from support import MATH_ANSWERS, SAMPLE_CATALOG, STATUS_FIELDS, ExamsApp, FakeAIProcess
 
 PROCESS = "/api/exam-results/process"
 STATUS = "/api/exam-results/status"
@@ -32,23 +32,6 @@ PROBLEM = "application/problem+json"
 ARABIC = re.compile("[\u0600-\u06ff]")
 MIB = 1024 * 1024
 #: The status document's fields (SPEC.md, GET /api/exam-results/status/{job_id}).
-STATUS_FIELDS = {
-    "job_id",
-    "exam_code",
-    "student_id",
-    "status",
-    "progress",
-    "current_step",
-    "current_step_label",
-    "attempts",
-    "result",
-    "error_message",
-    "error_code",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "status_url",
-}
 #: SPEC.md's pipeline table: step -> (lowest, highest) progress while in it, in order.
 SPEC_STEPS: dict[str, tuple[int, int]] = {
     "queued": (0, 0),

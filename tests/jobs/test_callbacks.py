@@ -12,7 +12,7 @@ import hmac
 import http.server
 import itertools
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -160,13 +160,6 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     )
     run_migrations(settings)
     return settings
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 async def finished_job(db: Database, url: str, status: str = "completed") -> UUID:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,32 +21,16 @@ import exams.models
 import jobs.maintenance
 from core.db import Database
 from core.errors import IdempotencyConflictError
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from jobs.maintenance import cleanup_finished
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import PENDING_RESEND_AFTER, JobService, Submission
 from server.migrate import run_migrations
-from support import MATH_ANSWERS, sqlite_url
+from support import MATH_ANSWERS
 
 assert exams.models  # registers the exams table on the shared metadata
 
 TABLE = "exam_processing_jobs"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings for a fresh, migrated database of each backend."""
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    result = load_settings({"DATABASE_URL": url}, env_file=tmp_path / "no.env")
-    run_migrations(result)
-    return result
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 def submission(key: str | None = None, student: str = "s-1", **answers: Any) -> Submission:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import Database
-from core.settings import Settings, load_settings
 from jobs.models import CallbackDelivery, ExamProcessingJob, ExamResult, ExamResultTopic
 from jobs.results import (
     CSV_HEADER,
@@ -33,7 +30,6 @@ from jobs.results import (
     result_row,
     retention_cutoff,
 )
-from server.migrate import run_migrations
 
 BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -51,24 +47,6 @@ def make_result(percentage: float, *, topics: dict[str, float] | None = None) ->
         "recommendations_source": "rule_based",
         "processed_at": "2026-01-01T12:00:00Z",
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'results.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    settings = load_settings({"DATABASE_URL": url}, env_file=tmp_path / "absent.env")
-    run_migrations(settings)
-    return settings
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 async def add_results(db: Database, rows: list[tuple[str, str, float, datetime]]) -> list[str]:

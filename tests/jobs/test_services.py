@@ -7,7 +7,6 @@ commits (the caller's transaction decides).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,34 +19,17 @@ from sqlalchemy.exc import DBAPIError
 
 from core.db import Database
 from core.errors import IdempotencyConflictError
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 from exams.catalog import load_catalog_file
 from exams.definitions import ExamDefinition
 from exams.models import Exam
 from exams.services import ExamService
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import PENDING_RESEND_AFTER, JobService, Submission
-from server.migrate import run_migrations
 from support import MATH_ANSWERS, SAMPLE_CATALOG, sqlite_url
 
 #: A fixed past instant the tests place rows around (no dependence on the wall clock).
 T0 = utcnow().replace(microsecond=0) - timedelta(days=30)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings for a fresh, migrated database of each backend (migrated outside the event loop)."""
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    result = load_settings({"DATABASE_URL": url}, env_file=tmp_path / "no.env")
-    run_migrations(result)
-    return result
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 async def add_job(db: Database, **fields: Any) -> UUID:

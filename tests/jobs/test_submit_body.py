@@ -25,28 +25,12 @@ from exams.services import ExamService
 from i18n import gettext
 from server.app import create_app
 from server.migrate import run_migrations
+from support import STATUS_FIELDS
 
 PROCESS = "/api/exam-results/process"
 PROBLEM = "application/problem+json"
 MIB = 1024 * 1024
 ANSWERS: dict[str, Any] = {"q1": "b", "q2": ["a", "c"], "q3": 3.14, "q4": True, "q5": "photosynthesis"}
-STATUS_FIELDS = {
-    "job_id",
-    "exam_code",
-    "student_id",
-    "status",
-    "progress",
-    "current_step",
-    "current_step_label",
-    "attempts",
-    "result",
-    "error_message",
-    "error_code",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "status_url",
-}
 
 Error = tuple[str, str, dict[str, Any]]
 

@@ -474,3 +474,77 @@ def test_erase_needs_a_printable_student_id(env: dict[str, str], db: Db, student
     assert "STUDENT_ID" in refused.stderr
     assert _counts(db, "s-7")["results"] == 1
     assert _audit(db) == []
+
+
+# --- exams jobs requeue ------------------------------------------------------------------------
+
+
+def test_requeue_needs_pending_or_stalled(env: dict[str, str]) -> None:
+    done = cli(env, "jobs", "requeue", code=2)
+    assert "give --pending-older-than S, --stalled, or both" in done.output
+
+
+def test_requeue_in_embedded_mode_marks_lost_jobs_for_the_running_server(env: dict[str, str], db: Db) -> None:
+    """Embedded: the in-memory queue lives in `exams serve`, so the command marks the jobs for its
+    reconciler (pending: unsent; stalled: released) and audits what it did."""
+    hour_ago = utcnow() - timedelta(hours=1)
+    lost = add_job(db, created_at=hour_ago, enqueued_at=hour_ago)
+    recent = add_job(db, enqueued_at=utcnow())
+    stalled = add_job(
+        db,
+        status="processing",
+        attempts=1,
+        current_step="getting_ai_recommendations",
+        progress=40,
+        created_at=hour_ago,
+        heartbeat_at=hour_ago,
+    )
+    alive = add_job(db, status="processing", attempts=1, heartbeat_at=utcnow())
+
+    done = cli(env, "jobs", "requeue", "--pending-older-than", "600", "--stalled")
+    assert done.stdout.splitlines() == [
+        "1 pending and 1 stalled job(s) marked for the running server to send (of 2 found)"
+    ]
+    lost_job, recent_job, stalled_job, alive_job = (job_state(db, j) for j in (lost, recent, stalled, alive))
+    assert lost_job is not None
+    assert lost_job.enqueued_at is None
+    assert recent_job is not None
+    assert recent_job.enqueued_at is not None
+    assert stalled_job is not None
+    assert (stalled_job.status, stalled_job.progress, stalled_job.heartbeat_at) == ("processing", 40, None)
+    assert alive_job is not None
+    assert alive_job.heartbeat_at is not None
+    (entry,) = [e for e in _audit(db) if e.action == "jobs.requeue"]
+    assert entry.count == 2
+    assert entry.actor.startswith("cli:")
+    assert sorted(entry.detail["job_ids"]) == sorted([str(lost), str(stalled)])
+
+
+def test_requeue_with_a_broker_sends_the_lost_jobs_again(env: dict[str, str], db: Db) -> None:
+    """With Redis as the broker the jobs are sent at once (paced), each exactly once."""
+    import redis
+
+    from support import REDIS_URL
+
+    namespace = "dramatiq"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(f"{namespace}:exams")
+    hour_ago = utcnow() - timedelta(hours=1)
+    lost = add_job(db, created_at=hour_ago, enqueued_at=hour_ago)
+    stalled = add_job(db, status="processing", attempts=1, created_at=hour_ago, heartbeat_at=hour_ago)
+    try:
+        done = cli(
+            {**env, "QUEUE_CONNECTION": "redis", "REDIS_URL": REDIS_URL},
+            "jobs",
+            "requeue",
+            "--pending-older-than",
+            "600",
+            "--stalled",
+        )
+        assert done.stdout.splitlines() == ["1 pending and 1 stalled job(s) sent again (of 2 found)"]
+        messages = [json.loads(raw) for raw in client.hvals(f"{namespace}:exams.msgs")]
+        assert sorted(m["args"][0] for m in messages if m["actor_name"] == "process_exam") == sorted(
+            [str(lost), str(stalled)]
+        )
+    finally:
+        client.delete(f"{namespace}:exams", f"{namespace}:exams.msgs")
