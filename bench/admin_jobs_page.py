@@ -25,6 +25,7 @@ from core.settings import load_settings  # noqa: E402
 from jobs.admin_queries import Cursor, JobFilter, failure_groups, list_jobs  # noqa: E402
 from server.migrate import run_migrations  # noqa: E402
 from support import postgres_database  # noqa: E402
+from timing import time_ms  # noqa: E402
 
 FILL = """
 INSERT INTO exam_processing_jobs (job_id, exam_code, student_id, status, progress, current_step, failed_step,
@@ -40,15 +41,6 @@ SELECT gen_random_uuid(), 'MATH-101', 's-' || g,
 FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS g
 """
 STALE_AFTER = 60.0
-
-
-async def _time(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 async def main(rows: int, repeat: int, url: str) -> None:
@@ -89,12 +81,12 @@ async def main(rows: int, repeat: int, url: str) -> None:
 
     await page(JobFilter())()  # warm the connection pool and the caches
     measured = (
-        ("SELECT 1 (baseline)", await _time(select_one, repeat)),
-        ("first page (newest 50)", await _time(page(JobFilter()), repeat)),
-        (f"keyset page after row {rows // 2:,}", await _time(page(JobFilter(), deep), repeat)),
-        ("first page, status=failed", await _time(page(JobFilter(status="failed")), repeat)),
-        ("first page, error contains '500'", await _time(page(JobFilter(error="500")), repeat)),
-        (f"failure groups ({rows // 100:,} failed rows)", await _time(groups, max(1, repeat // 2))),
+        ("SELECT 1 (baseline)", await time_ms(select_one, repeat)),
+        ("first page (newest 50)", await time_ms(page(JobFilter()), repeat)),
+        (f"keyset page after row {rows // 2:,}", await time_ms(page(JobFilter(), deep), repeat)),
+        ("first page, status=failed", await time_ms(page(JobFilter(status="failed")), repeat)),
+        ("first page, error contains '500'", await time_ms(page(JobFilter(error="500")), repeat)),
+        (f"failure groups ({rows // 100:,} failed rows)", await time_ms(groups, max(1, repeat // 2))),
     )
     async with engine.connect() as conn:
         plan = (

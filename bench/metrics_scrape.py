@@ -24,6 +24,7 @@ from jobs.monitoring import MonitoringCache  # noqa: E402
 from server.migrate import run_migrations  # noqa: E402
 from server.wiring import Wiring  # noqa: E402
 from support import postgres_database  # noqa: E402
+from timing import time_ms  # noqa: E402
 
 FILL = """
 INSERT INTO exam_processing_jobs (job_id, exam_code, student_id, status, progress, current_step, answers,
@@ -35,15 +36,6 @@ SELECT gen_random_uuid(), 'MATH-101', 's-' || g,
     now() - (g || ' seconds')::interval, now(), now() - (g || ' seconds')::interval, now()
 FROM generate_series(1, :rows) AS g
 """
-
-
-async def _time(call: object, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()  # type: ignore[operator]
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 async def main(rows: int, repeat: int, url: str) -> None:
@@ -64,9 +56,9 @@ async def main(rows: int, repeat: int, url: str) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    baseline = await _time(select_one, repeat)
-    first = await _time(cache._take, 1)  # counts every status, the completed ones included
-    snapshot_ms = await _time(cache._take, repeat)  # then completed comes from its slower cache
+    baseline = await time_ms(select_one, repeat)
+    first = await time_ms(cache._take, 1)  # counts every status, the completed ones included
+    snapshot_ms = await time_ms(cache._take, repeat)  # then completed comes from its slower cache
     snap = await cache._take()
     await database.dispose()
     print(f"\n{rows:,} job rows (filled in {fill_seconds:.1f} s); {repeat} uncached snapshots")

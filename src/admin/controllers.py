@@ -130,18 +130,7 @@ class LoginController(Controller):
             next=_safe_next(request.query_params.get("next")),
             error_key=(request.query_params.get("error") == "expired" and "admin.login.expired") or None,
         )
-        response.cookies.append(
-            Cookie(
-                key=LOGIN_COOKIE,
-                value=token,
-                path="/admin/login",
-                httponly=True,
-                samesite="lax",
-                secure=_secure(request),
-                max_age=3600,
-            )
-        )
-        return response
+        return _with_login_cookie(response, request, token)
 
     @post("/login", operation_id="AdminLogin", opt={"public": True}, status_code=303)
     async def login(self, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -195,18 +184,7 @@ class LoginController(Controller):
             error_params=params,
             username=username,
         )
-        response.cookies.append(
-            Cookie(
-                key=LOGIN_COOKIE,
-                value=token,
-                path="/admin/login",
-                httponly=True,
-                samesite="lax",
-                secure=_secure(request),
-                max_age=3600,
-            )
-        )
-        return response
+        return _with_login_cookie(response, request, token)
 
     @post("/logout", operation_id="AdminLogout", status_code=303)
     async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -723,6 +701,22 @@ class AdminController(Controller):
             next_before=entries[-1].id if more and entries else None,
             paged=before is not None,
         )
+
+
+def _with_login_cookie(response: Template, request: Request[Any, Any, Any], token: str) -> Template:
+    """Attach the login form's own token cookie (its CSRF pair), valid for an hour on /admin/login."""
+    response.cookies.append(
+        Cookie(
+            key=LOGIN_COOKIE,
+            value=token,
+            path="/admin/login",
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
+            max_age=3600,
+        )
+    )
+    return response
 
 
 def _form_dict(form: Any) -> dict[str, Any]:

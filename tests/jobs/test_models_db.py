@@ -12,7 +12,7 @@ from advanced_alchemy.base import orm_registry
 from advanced_alchemy.types import GUID
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.schema import CreateTable
@@ -20,7 +20,6 @@ from sqlalchemy.schema import CreateTable
 import exams.models
 import jobs.maintenance
 from core.db import Database
-from core.errors import IdempotencyConflictError
 from core.settings import Settings
 from jobs.maintenance import cleanup_finished
 from jobs.models import ExamProcessingJob, utcnow
@@ -120,43 +119,6 @@ def test_migrating_twice_is_a_no_op(settings: Settings) -> None:
 
 
 # --- JobService ------------------------------------------------------------------------------
-
-
-async def test_submit_stores_a_pending_job(db: Database) -> None:
-    async with db.transaction() as session:
-        job, created = await JobService(session=session).submit(submission(locale_note="x"))
-        job_id = job.job_id
-    assert created
-    stored = await load_job(db, job_id)
-    assert stored is not None
-    assert (stored.status, stored.progress, stored.current_step, stored.attempts) == ("pending", 0, "queued", 0)
-    assert stored.answers == {"locale_note": "x"}
-    assert stored.created_at is not None
-    assert stored.created_at.tzinfo is not None
-
-
-async def test_idempotent_resubmit_returns_the_same_job(db: Database) -> None:
-    async with db.transaction() as session:
-        first, created = await JobService(session=session).submit(submission("key-1"))
-    async with db.transaction() as session:
-        again, created_again = await JobService(session=session).submit(submission("key-1"))
-    assert created
-    assert not created_again
-    assert again.job_id == first.job_id
-    async with db.transaction() as session:
-        count = (await session.execute(select(func.count()).select_from(ExamProcessingJob))).scalar_one()
-    assert count == 1
-
-
-async def test_same_key_with_another_body_is_a_conflict(db: Database) -> None:
-    async with db.transaction() as session:
-        await JobService(session=session).submit(submission("key-2"))
-    with pytest.raises(IdempotencyConflictError):
-        async with db.transaction() as session:
-            await JobService(session=session).submit(submission("key-2", student="s-2"))
-    with pytest.raises(IdempotencyConflictError):
-        async with db.transaction() as session:
-            await JobService(session=session).submit(submission("key-2", q1="a"))
 
 
 async def test_concurrent_idempotent_submits_make_one_job(db: Database) -> None:

@@ -1,0 +1,16 @@
+"""Timing shared by the benchmarks: how long each of ``repeat`` awaited calls takes, in milliseconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+
+async def time_ms(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
+    """One sample per call, in milliseconds (the caller takes the median)."""
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
