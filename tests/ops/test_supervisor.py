@@ -418,6 +418,12 @@ def test_killed_worker_processes_are_restarted_and_the_job_completes_once(stack:
     ai_before = stack.fake_ai.requests()
     job_id = stack.submit()
     stack.wait_step(job_id, "getting_ai_recommendations")
+    # The AI step first takes a slot from the shared AI guard: kill only once the request is at
+    # the fake AI, so that the killed attempt is one whose AI answer is never received.
+    deadline = time.monotonic() + 20
+    while stack.fake_ai.requests() == ai_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stack.fake_ai.requests() == ai_before + 1
     stack.workers(master)
     children = dramatiq_children(master)
     # Kill every process Dramatiq forked, so the one holding the job is certainly among them.
