@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test coverage lint fmt install system-deps ops-check clean bench
+.PHONY: demo test coverage lint fmt install system-deps ops-check audit clean bench
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ lint: $(STAMP)
 ops-check: $(STAMP) system-deps
 	bash ops/prometheus/check.sh
 
+## Known vulnerabilities in the locked dependencies (pip-audit; says "skipped" when the database is unreachable).
+audit: $(STAMP)
+	$(BIN)/python ops/audit_dependencies.py
+
 ## Every test: lint, types, ops checks, unit, integration (PostgreSQL, Redis, RabbitMQ), browser.
-test: lint ops-check
+test: lint ops-check audit
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## The test suite under coverage.py: branch coverage of src/ (in-process code; subprocesses not counted).

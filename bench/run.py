@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -212,6 +213,8 @@ def main() -> None:
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="exams-bench-"))
     env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "warning", "AI_API_ENABLED": "false"}
+    # What the production guard asks of `exams serve` on PostgreSQL and Redis.
+    env |= {"SECRET_KEY": secrets.token_urlsafe(32), "ADMIN_PASSWORD": secrets.token_urlsafe(12)}
     with postgres_database() as pg_url:
         if args.embedded:
             env |= {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "QUEUE_CONNECTION": "embedded"}

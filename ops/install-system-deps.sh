@@ -4,6 +4,7 @@
 #   prometheus               -> /usr/bin/promtool, /usr/bin/prometheus
 #   prometheus-alertmanager  -> /usr/bin/amtool, /usr/bin/prometheus-alertmanager
 #   fonts-liberation, fonts-dejavu-core -> fonts Chromium renders Latin and Arabic pages with
+#   jq                       -> /usr/bin/jq              (the docs' runnable examples: tests/docs)
 #
 # Idempotent and silent when everything is present. Installing never leaves Debian's
 # prometheus / alertmanager / node-exporter daemons running: a temporary policy-rc.d
@@ -18,8 +19,9 @@ declare -A PROVIDES=(
     [prometheus-alertmanager]=/usr/bin/amtool
     [fonts-liberation]=/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
     [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+    [jq]=/usr/bin/jq
 )
-ORDER=(chromium prometheus prometheus-alertmanager fonts-liberation fonts-dejavu-core)
+ORDER=(chromium prometheus prometheus-alertmanager fonts-liberation fonts-dejavu-core jq)
 # Debian service names these packages ship (prometheus recommends node-exporter; we skip
 # recommends, but an older install may have it).
 SERVICES=(prometheus prometheus-alertmanager prometheus-node-exporter)

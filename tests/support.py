@@ -34,7 +34,22 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMS = str(Path(sys.executable).with_name("exams"))
 SAMPLE_CATALOG = REPO / "src" / "exams" / "sample_catalog.json"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_test_url(slot: int) -> str:
+    """A Redis database of the shared server that no other test process uses at the same time.
+
+    Each pytest-xdist worker (``PYTEST_XDIST_WORKER`` = ``gw0``, ``gw1``, …) gets three databases
+    of its own, counted down from 15: ``slot`` 0 for the API tests, 1 for supervisor, 2 for metrics.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    database = 15 - (int(worker or 0) * 3 + slot)
+    if database < 0:
+        raise RuntimeError(f"too many pytest-xdist workers for Redis' 16 databases ({worker})")
+    return f"redis://127.0.0.1:6379/{database}"
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", redis_test_url(0))
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 #: SPEC.md's pipeline steps in order (written out here, not imported, so tests check the contract).
@@ -197,6 +212,9 @@ def base_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, str
         # These tests drive AI failures to a failed job; the rule-based fallback (the product's
         # default) has tests of its own that set AI_FALLBACK=rule_based.
         "AI_FALLBACK": "fail",
+        # What the production guard asks of `exams serve` on PostgreSQL or a real broker.
+        "SECRET_KEY": "test-secret-key-not-secret-0123",
+        "ADMIN_PASSWORD": "test-admin-password-not-secret",
     }
     env.update(extra)
     return env

@@ -24,10 +24,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "i18n": frozenset(),
     "core": frozenset({"i18n"}),
     "ai_client": frozenset({"core"}),
-    "exams": frozenset({"core", "i18n"}),
-    "jobs": frozenset({"exams", "ai_client", "core", "i18n"}),
+    "access": frozenset({"core", "i18n"}),
+    "exams": frozenset({"access", "core", "i18n"}),
+    "jobs": frozenset({"access", "exams", "ai_client", "core", "i18n"}),
     "admin": frozenset({"jobs", "exams", "core", "i18n"}),
-    "server": frozenset({"admin", "jobs", "exams", "ai_client", "core", "i18n"}),
+    "server": frozenset({"admin", "jobs", "exams", "access", "ai_client", "core", "i18n"}),
 }
 
 
@@ -207,7 +208,7 @@ def test_the_checker_reports_violations_and_cycles(tmp_path: Path) -> None:
     assert sorted(direction_violations(src)) == [
         "src/ai_client/_models.py:1: `import i18n`: ai_client may import only core",
         "src/core/web.py:4: `from jobs.models import Job`: core may import only i18n",
-        "src/jobs/models.py:2: `import server.app`: jobs may import only ai_client, core, exams, i18n",
+        "src/jobs/models.py:2: `import server.app`: jobs may import only access, ai_client, core, exams, i18n",
     ]
     assert cycles(src) == [
         "import cycle between exams.a, exams.b:\n"
@@ -222,6 +223,6 @@ def test_the_checker_reports_violations_and_cycles(tmp_path: Path) -> None:
 def test_the_checker_knows_every_package(tmp_path: Path) -> None:
     src = _tree(tmp_path, {"reports/__init__.py": "import jobs\n", "jobs/__init__.py": "import reports\n"})
     assert direction_violations(src) == [
-        "src/jobs/__init__.py:1: `import reports`: jobs may import only ai_client, core, exams, i18n",
+        "src/jobs/__init__.py:1: `import reports`: jobs may import only access, ai_client, core, exams, i18n",
         "src/reports/__init__.py: package 'reports' is not in the dependency table",
     ]

@@ -57,6 +57,7 @@ from jobs.admin_queries import (
 )
 from jobs.cancel import cancel_job
 from jobs.dispatch import send_callbacks
+from jobs.live import JobSnapshot
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.progress import PIPELINE_STEPS, STEPS
 from jobs.services import JobService
@@ -89,14 +90,14 @@ def _safe_next(raw: str | None) -> str:
     return raw
 
 
-def _stalled(job: ExamProcessingJob, stale_after: float) -> bool:
+def _stalled(job: JobSnapshot, stale_after: float) -> bool:
     heartbeat = job.heartbeat_at
     return (
         job.status == "processing" and heartbeat is not None and heartbeat < utcnow() - timedelta(seconds=stale_after)
     )
 
 
-def _step_states(job: ExamProcessingJob) -> list[tuple[str, str]]:
+def _step_states(job: JobSnapshot) -> list[tuple[str, str]]:
     """``(step, done|current|failed|cancelled|todo)`` for the job page's timeline."""
     stopped_at = job.failed_step if job.status in ("failed", "cancelled") else None
     current = stopped_at or job.current_step
@@ -259,17 +260,11 @@ class AdminController(Controller):
 
     @get("/jobs", operation_id="AdminJobs", cache=False)
     async def jobs(self, request: Request[Any, Any, Any]) -> Template:
-        """The live jobs list with its filters (newest first, keyset pages)."""
+        """The live jobs list with its filters (newest first, keyset pages; rows kept live by
+        ``admin.live``'s server-sent events)."""
         parsed = parse_filter(request.query_params.dict())
         context = await self._jobs_context(request, parsed)
         return page(request, "admin/jobs.html", nav="jobs", status_code=200 if parsed.ok else 422, **context)
-
-    @get("/jobs/rows", operation_id="AdminJobRows", cache=False)
-    async def job_rows(self, request: Request[Any, Any, Any]) -> Template:
-        """The rows of one page of the list (polled every 2 s while the tab is visible)."""
-        parsed = parse_filter(request.query_params.dict())
-        context = await self._jobs_context(request, parsed)
-        return page(request, "admin/partials/job_rows.html", status_code=200 if parsed.ok else 422, **context)
 
     # --- one job ----------------------------------------------------------------------------------
 
@@ -313,7 +308,7 @@ class AdminController(Controller):
 
     @get("/jobs/{job_id:uuid}/live", operation_id="AdminJobLive", cache=False)
     async def job_live(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Template:
-        """The job page's live part (polled until the job is finished)."""
+        """The job page's live part (fetched after a cancel from the page; ``admin.live`` streams its changes)."""
         context = await self._job_context(request, job_id)
         # 286 tells htmx to stop polling: a finished job does not change any more.
         status = 286 if context["job"].is_finished else 200

@@ -61,9 +61,9 @@ def _moment(raw: str) -> datetime | None:
     """A ``datetime-local`` value (``2026-11-28T10:30``, read as UTC) or ISO 8601 with an offset."""
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00+14:00 has no UTC time
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def parse_filter(source: Mapping[str, Any], *, default_status: str = "") -> ParsedFilter:

@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.datastructures import ResponseHeader
 
 from admin.controllers import AdminController, LoginController
+from admin.live import AdminLiveController
 from admin.web import (
     CONTENT_SECURITY_POLICY,
     Forbidden,
@@ -25,7 +26,7 @@ def admin_router() -> Router:
     """
     return Router(
         path="/",
-        route_handlers=[LoginController, AdminController],
+        route_handlers=[LoginController, AdminController, AdminLiveController],
         guards=[auth_guard],
         exception_handlers={LoginRequired: login_required_handler, Forbidden: forbidden_handler},
         response_headers=[

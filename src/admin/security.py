@@ -3,18 +3,19 @@
 Passwords are argon2id hashes (argon2-cffi), verified in constant time by the library; the
 ``ADMIN_PASSWORD`` of the environment is compared with :func:`hmac.compare_digest` on digests
 (so neither its length nor its content leaks through timing). Cookie values are
-``<random id>.<HMAC-SHA256>`` signed with ``SECRET_KEY``.
+``<random id>.<HMAC-SHA256>`` signed with ``SECRET_KEY``. The digests, tokens and signatures
+are :mod:`core.signing`'s (the API's access control signs with them too), re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from core.signing import digest, new_token, secrets_equal, sign, unsign
 
 __all__ = (
     "check_password",
@@ -48,36 +49,3 @@ def check_password(password_hash: str | None, password: str) -> bool:
         return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-
-
-def secrets_equal(given: str, expected: str) -> bool:
-    """Constant-time comparison of two secrets of any lengths (``False`` when ``expected`` is empty)."""
-    same = hmac.compare_digest(digest(given), digest(expected))
-    return same and bool(expected)
-
-
-def digest(value: str) -> str:
-    """SHA-256 hex digest (stored instead of session ids)."""
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A random URL-safe token of 256 bits."""
-    return secrets.token_urlsafe(32)
-
-
-def _mac(key: str, value: str) -> str:
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
-
-
-def sign(value: str, key: str) -> str:
-    """``value`` with its HMAC, for a cookie."""
-    return f"{value}.{_mac(key, value)}"
-
-
-def unsign(signed: str | None, key: str) -> str | None:
-    """The value of a signed cookie, or ``None`` when absent or tampered with."""
-    if not signed or "." not in signed:
-        return None
-    value, _, mac = signed.rpartition(".")
-    return value if hmac.compare_digest(mac, _mac(key, value)) else None

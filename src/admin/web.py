@@ -20,6 +20,7 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 
 from admin.auth import Identity, load_session
@@ -31,6 +32,7 @@ from core.db import Database
 from core.settings import Settings
 from i18n import SUPPORTED_LOCALES, Locale, direction, gettext, negotiate
 from jobs.documents import error_message
+from jobs.live import LiveJobs
 from jobs.models import ExamProcessingJob
 from jobs.monitoring import MonitoringCache
 
@@ -50,6 +52,8 @@ __all__ = (
     "is_htmx",
     "login_required_handler",
     "page",
+    "page_context",
+    "render",
 )
 
 SESSION_COOKIE = "exams_admin_session"
@@ -73,6 +77,8 @@ class AdminServices:
     monitoring: MonitoringCache
     metrics: MetricReader
     operations: Operations
+    #: Job changes as they happen (the live list and job page's server-sent events).
+    live: LiveJobs
 
 
 class LoginRequired(HTTPException):
@@ -140,8 +146,8 @@ async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
         raise Forbidden(detail="role")
 
 
-def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Template:
-    """Render a dashboard template with what every page needs (language, user, CSRF token)."""
+def page_context(request: Request[Any, Any, Any], **context: Any) -> dict[str, Any]:
+    """What every dashboard template gets (language, user, CSRF token, helpers), plus ``context``."""
     locale = admin_locale(request)
     services: AdminServices = request.app.state.admin_services
     identity: Identity | None = getattr(request.state, "admin_identity", None)
@@ -157,29 +163,41 @@ def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 2
         """The job's error in the page's language (rendered from its ``error_code``)."""
         return error_message(job, locale) or ""
 
+    return {
+        "locale": locale,
+        "dir": direction(locale),
+        "t": t,
+        "tx": tx,
+        "job_error": job_error,
+        "url_host": _url_host,
+        "fmt": Formatter(locale),
+        "locales": [(code, gettext(f"admin.lang.{code}", code)) for code in SUPPORTED_LOCALES],
+        "identity": identity,
+        "csrf": identity.csrf_token if identity is not None else "",
+        "settings": services.settings,
+        "path": request.url.path,
+        **context,
+    }
+
+
+def page(request: Request[Any, Any, Any], template: str, *, status_code: int = 200, **context: Any) -> Template:
+    """Render a dashboard template with what every page needs (language, user, CSRF token)."""
+    locale = admin_locale(request)
     response = Template(
         template_name=template,
         status_code=status_code,
-        context={
-            "locale": locale,
-            "dir": direction(locale),
-            "t": t,
-            "tx": tx,
-            "job_error": job_error,
-            "url_host": _url_host,
-            "fmt": Formatter(locale),
-            "locales": [(code, gettext(f"admin.lang.{code}", code)) for code in SUPPORTED_LOCALES],
-            "identity": identity,
-            "csrf": identity.csrf_token if identity is not None else "",
-            "settings": services.settings,
-            "path": request.url.path,
-            **context,
-        },
+        context=page_context(request, **context),
         headers={"Content-Language": locale, "Cache-Control": "no-store", "Vary": "Cookie, Accept-Language"},
     )
     if request.query_params.get("lang") in SUPPORTED_LOCALES:
         response.set_cookie(LANG_COOKIE, locale, path="/admin", max_age=365 * 86400, httponly=True, samesite="lax")
     return response
+
+
+def render(request: Request[Any, Any, Any], template: str, **context: Any) -> str:
+    """A dashboard template rendered to text, with :func:`page`'s context (a server-sent fragment)."""
+    engine = cast("JinjaTemplateEngine", request.app.template_engine)
+    return engine.get_template(template).render(**page_context(request, **context))
 
 
 def _url_host(url: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ai_client._client import AIClient
-from ai_client._errors import AIError, AIPermanentError, AITransientError
+from ai_client._errors import AIError, AIInvalidAnswerError, AIPermanentError, AITransientError
 from ai_client._models import GradeSummary, Priority, Recommendation, RecommendationRequest, TopicScore
 from ai_client._prompt import build_messages, weakest_topics
 from ai_client._rules import rule_based_recommendations
@@ -12,6 +12,7 @@ from ai_client.fake_server import create_fake_ai_app, run_fake_ai
 __all__ = (
     "AIClient",
     "AIError",
+    "AIInvalidAnswerError",
     "AIPermanentError",
     "AITransientError",
     "GradeSummary",

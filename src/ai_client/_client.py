@@ -14,10 +14,11 @@ from typing import Any, Literal, Self
 import httpx
 import msgspec
 
-from ai_client._errors import AIPermanentError, AITransientError
+from ai_client._errors import AIInvalidAnswerError, AIPermanentError, AITransientError
 from ai_client._models import Priority, Recommendation, RecommendationRequest
 from ai_client._prompt import build_messages
 from core.metrics import AI_REQUEST_DURATION, AI_REQUESTS
+from core.retry import is_transient
 
 __all__ = ("AIClient",)
 
@@ -127,6 +128,8 @@ class AIClient:
             raise AIPermanentError(f"bad AI API URL: {self._redact(str(exc))}") from exc
         except httpx.TransportError as exc:
             detail = self._redact(str(exc)) or type(exc).__name__
+            if not is_transient(exc):  # core.retry: e.g. a protocol error on our side
+                raise AIPermanentError(f"AI API request failed: {detail}") from exc
             raise AITransientError(f"cannot reach AI API: {detail}") from exc
         self._raise_for_status(response)
         return response
@@ -158,9 +161,9 @@ class AIClient:
         try:
             completion = msgspec.json.decode(response.content, type=_Completion)
         except msgspec.DecodeError as exc:
-            raise AIPermanentError(f"AI API answer is not a chat completion: {exc}") from exc
+            raise AIInvalidAnswerError(f"AI API answer is not a chat completion: {exc}") from exc
         if not completion.choices or completion.choices[0].message.content is None:
-            raise AIPermanentError("AI API answer has no message content")
+            raise AIInvalidAnswerError("AI API answer has no message content")
         return parse_recommendations(completion.choices[0].message.content)
 
 
@@ -173,26 +176,26 @@ def parse_recommendations(content: str) -> list[Recommendation]:
     try:
         data: Any = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
-        raise AIPermanentError("AI answer is not valid JSON") from exc
+        raise AIInvalidAnswerError("AI answer is not valid JSON") from exc
     items = data.get("recommendations") if isinstance(data, dict) else None
     if not isinstance(items, list):
-        raise AIPermanentError('AI answer has the wrong shape: no "recommendations" list')
+        raise AIInvalidAnswerError('AI answer has the wrong shape: no "recommendations" list')
     if not 1 <= len(items) <= MAX_RECOMMENDATIONS:
-        raise AIPermanentError(f"AI answer has {len(items)} recommendations, expected 1 to {MAX_RECOMMENDATIONS}")
+        raise AIInvalidAnswerError(f"AI answer has {len(items)} recommendations, expected 1 to {MAX_RECOMMENDATIONS}")
     return [_recommendation(index, item) for index, item in enumerate(items)]
 
 
 def _recommendation(index: int, item: Any) -> Recommendation:
     where = f"recommendations[{index}]"
     if not isinstance(item, dict):
-        raise AIPermanentError(f"AI answer has the wrong shape: {where} is not an object")
+        raise AIInvalidAnswerError(f"AI answer has the wrong shape: {where} is not an object")
     topic, text, priority = item.get("topic"), item.get("text"), item.get("priority")
     if not isinstance(topic, str) or not topic.strip():
-        raise AIPermanentError(f"AI answer has the wrong shape: {where}.topic is missing or empty")
+        raise AIInvalidAnswerError(f"AI answer has the wrong shape: {where}.topic is missing or empty")
     if not isinstance(text, str) or not text.strip():
-        raise AIPermanentError(f"AI answer has the wrong shape: {where}.text is missing or empty")
+        raise AIInvalidAnswerError(f"AI answer has the wrong shape: {where}.text is missing or empty")
     if len(text.strip()) > MAX_TEXT_LENGTH:
-        raise AIPermanentError(f"AI answer is too long: {where}.text exceeds {MAX_TEXT_LENGTH} characters")
+        raise AIInvalidAnswerError(f"AI answer is too long: {where}.text exceeds {MAX_TEXT_LENGTH} characters")
     return Recommendation(topic=topic.strip(), priority=_priority(priority), text=text.strip())
 
 

@@ -3,13 +3,15 @@
     AIError
     ├── AITransientError  timeout, connection error, HTTP 429, HTTP 5xx: retry later
     └── AIPermanentError  any other 4xx, an answer that is not JSON or not the expected shape
+        └── AIInvalidAnswerError  the answer: not a chat completion, not JSON, not the shape
+                                  (a model's garbage; the caller may ask again)
 
 ``str(error)`` is a short reason fit for a job's ``error_message``; it never holds the API key.
 """
 
 from __future__ import annotations
 
-__all__ = ("AIError", "AIPermanentError", "AITransientError")
+__all__ = ("AIError", "AIInvalidAnswerError", "AIPermanentError", "AITransientError")
 
 
 class AIError(Exception):
@@ -37,3 +39,8 @@ class AITransientError(AIError):
 
 class AIPermanentError(AIError):
     """Raised when the AI API refused the request (4xx) or answered something we cannot use."""
+
+
+class AIInvalidAnswerError(AIPermanentError):
+    """Raised when the AI API answered, but with something we cannot use (not a chat completion,
+    not JSON, not the expected shape): the request was fine, so asking again may help."""

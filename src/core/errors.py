@@ -8,7 +8,10 @@
     │   ├── InvalidQueryError     422, with ``errors`` (query parameters)
     │   ├── IdempotencyConflictError 422
     │   ├── AlreadyFinishedError  409 (cancelling a finished job)
-    │   └── PayloadTooLargeError  413
+    │   ├── PayloadTooLargeError  413
+    │   ├── UnauthorizedError     401 (no valid API token; ``WWW-Authenticate: Bearer``)
+    │   ├── ForbiddenError        403 (the token lacks a scope)
+    │   └── RateLimitedError      429 (with ``Retry-After``)
     └── ServiceUnavailableError   503 (database or broker down)
 
 Titles and details are i18n keys, rendered in the request's locale; ``type`` never changes
@@ -27,13 +30,16 @@ __all__ = (
     "AlreadyFinishedError",
     "AppError",
     "ClientError",
+    "ForbiddenError",
     "IdempotencyConflictError",
     "InvalidQueryError",
     "MalformedRequestError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProblemDocument",
+    "RateLimitedError",
     "ServiceUnavailableError",
+    "UnauthorizedError",
     "ValidationFailedError",
     "problem_type",
 )
@@ -86,6 +92,10 @@ class AppError(Exception):
             detail=gettext(self.detail_key_override or self.detail_key, locale, **self.params),
             instance=instance,
         )
+
+    def headers(self) -> dict[str, str]:
+        """Response headers this error's problem document goes with (none by default)."""
+        return {}
 
 
 class ClientError(AppError):
@@ -177,3 +187,54 @@ class ServiceUnavailableError(AppError):
     slug = "service-unavailable"
     title_key = "problem.unavailable.title"
     detail_key = "problem.unavailable.detail"
+
+
+class UnauthorizedError(ClientError):
+    """Raised when an API request carries no valid bearer token (``API_AUTH=tokens``).
+
+    ``error``: RFC 6750's code for a token that was sent but is unusable (``invalid_token``);
+    ``None`` when no token was sent at all.
+    """
+
+    status_code = 401
+    slug = "unauthorized"
+    title_key = "problem.unauthorized.title"
+    detail_key = "problem.unauthorized.detail"
+
+    def __init__(self, detail_key: str | None = None, /, *, error: str | None = None, **params: Any) -> None:
+        self.error = error
+        super().__init__(detail_key, **params)
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate: Bearer`` (RFC 6750), with the error code when a token was sent."""
+        return {"WWW-Authenticate": f'Bearer error="{self.error}"' if self.error else "Bearer"}
+
+
+class ForbiddenError(ClientError):
+    """Raised when a valid API token lacks the scope an endpoint needs (``scope``)."""
+
+    status_code = 403
+    slug = "forbidden"
+    title_key = "problem.forbidden.title"
+    detail_key = "problem.forbidden.detail"
+
+    def headers(self) -> dict[str, str]:
+        """RFC 6750's ``insufficient_scope``, naming the scope needed."""
+        return {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{self.params.get("scope", "")}"'}
+
+
+class RateLimitedError(ClientError):
+    """Raised when a client is over its request rate; ``retry_after`` seconds until it may send again."""
+
+    status_code = 429
+    slug = "rate-limited"
+    title_key = "problem.rate_limited.title"
+    detail_key = "problem.rate_limited.detail"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(count=self.retry_after)
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}

@@ -22,6 +22,7 @@ __all__ = (
     "JOB_DURATION",
     "JOB_RETRIES",
     "JOB_STAGE_DURATION",
+    "SCHEDULER_LAST_RUN",
 )
 
 # A job takes ~35 s end to end (the AI call dominates); retries with back-off stretch it to minutes.
@@ -62,6 +63,15 @@ AI_CIRCUIT_OPEN = Gauge(
     "exams_ai_circuit_open",
     "1 while the AI circuit breaker is open or half-open (as last seen by any process), else 0.",
     multiprocess_mode="mostrecent",
+)
+# The scheduler's liveness (jobs.maintenance): when its last pass ended without error. "max" over
+# the files of every process, dead ones included, so a scheduler that died leaves its last time
+# behind and the value ages; processes that never ran a pass report 0 (and an alert fires).
+SCHEDULER_LAST_RUN = Gauge(
+    "exams_scheduler_last_run_timestamp_seconds",
+    "When the scheduler's last pass (re-send lost jobs and callbacks, cleanup when due) ended without error "
+    "(Unix time; 0 until one has).",
+    multiprocess_mode="max",
 )
 AI_FALLBACKS = Counter(
     "exams_ai_fallbacks",

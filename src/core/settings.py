@@ -21,11 +21,12 @@ import msgspec
 from dotenv import dotenv_values
 from msgspec import Meta, inspect
 
-__all__ = ("Settings", "SettingsError", "load_settings", "settings_reference")
+__all__ = ("Settings", "SettingsError", "check_production", "load_settings", "redact_url", "settings_reference")
 
 QueueConnection = Literal["embedded", "redis", "rabbitmq"]
 LogFormat = Literal["json", "console"]
 AIFallback = Literal["rule_based", "fail"]
+ApiAuth = Literal["off", "tokens"]
 
 #: Workers refresh a running job's heartbeat at least this often (seconds).
 _HEARTBEAT_SECONDS = 2.0
@@ -62,6 +63,15 @@ def _doc(description: str) -> Meta:
 
 
 _SECRET = Meta(extra={"secret": True})
+
+#: ``N/second``, ``N/minute``, ``N/hour`` or ``N/day`` (read by ``access.rate_limit.Rate.parse``).
+RequestRate = Annotated[
+    str,
+    Meta(
+        pattern=r"^(?:[1-9][0-9]{0,8}/(?i:second|minute|hour|day))?$",
+        extra={"requirement": "be N/second, N/minute, N/hour or N/day (e.g. 30/minute), or empty for no limit"},
+    ),
+]
 
 HttpUrl = Annotated[str, _url("http", "https", rstrip="/")]
 CorsOrigin = Annotated[str, _url("http", "https", wildcard="*", rstrip="/")]
@@ -147,13 +157,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[CallbackHost, ...],
         _doc("comma-separated hosts a `callback_url` may name: exact names or `*.example.edu`; empty: callbacks off"),
     ] = ()
+    api_auth: Annotated[
+        ApiAuth,
+        _doc(
+            "`off`: the exam-results API is open; `tokens`: it needs `Authorization: Bearer <token>` "
+            "(`exams tokens create`; the student page gets its own short-lived token)"
+        ),
+    ] = "off"
+    submit_rate_limit: Annotated[
+        RequestRate,
+        _doc(
+            "submissions allowed per token (per client address with `API_AUTH=off` and for the student page), "
+            "e.g. `30/minute` (`N/second|minute|hour|day`), shared by every web process; empty: no limit"
+        ),
+    ] = ""
     admin_username: Annotated[str, _doc("dashboard login name")] = "admin"
     admin_password: Annotated[str, _SECRET, _doc("dashboard password (`exams demo` generates and prints one)")] = ""
     secret_key: Annotated[
         str,
         Meta(min_length=16),
         _SECRET,
-        _doc("signs sessions and CSRF tokens (at least 16 characters; `exams demo` generates one)"),
+        _doc(
+            "signs sessions, CSRF tokens and the student page's API tokens (at least 16 characters; "
+            "`exams demo` generates one)"
+        ),
     ] = ""
     log_format: Annotated[LogFormat, _doc("structlog renderer: `json` or `console`")] = "json"
     log_level: Annotated[
@@ -166,6 +193,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fake_ai_latency: Annotated[
         float, Meta(ge=0), _doc("seconds the built-in fake AI takes (only when `AI_API_BASE_URL` is empty)")
     ] = 3.0
+    allow_fake_ai: Annotated[
+        bool,
+        _doc(
+            "`true`: let production (PostgreSQL or a Redis/RabbitMQ broker) run with the built-in fake AI "
+            "(`AI_API_BASE_URL` empty), for staging and load tests"
+        ),
+    ] = False
     cors_allow_origins: Annotated[
         tuple[CorsOrigin, ...],
         _doc("comma-separated browser origins (e.g. `https://school.example`) that may call the API; empty: no CORS"),
@@ -188,6 +222,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.job_stale_after <= 2 * _HEARTBEAT_SECONDS:
             msg = f"JOB_STALE_AFTER must be more than {2 * _HEARTBEAT_SECONDS:g} seconds (two heartbeats)"
             raise SettingsError(msg)
+
+    def __repr__(self) -> str:
+        """Every field, with secrets and URL passwords masked (a repr may reach a log or a traceback)."""
+        parts = []
+        for name, field in _fields().items():
+            value = getattr(self, name)
+            hints = _unwrap(field.type)[1]
+            if hints.get("secret") and value:
+                value = "***"
+            elif isinstance(value, str) and hints.get("schemes"):
+                value = redact_url(value)
+            parts.append(f"{name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     @property
     def is_sqlite(self) -> bool:
@@ -293,7 +340,8 @@ def _prepare(declared: inspect.Type, raw: str) -> object:
 _AT = re.compile(r"^(?P<detail>.*) - at `\$\.(?P<field>\w+)(?:\[(?P<index>\d+)\])?`$")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (``user:password@``) shown as ``***``."""
     try:
         password = urlsplit(url).password
     except ValueError:
@@ -350,7 +398,7 @@ def _settings_error(error: msgspec.ValidationError, source: Mapping[str, object]
     secret = hints.get("secret") or _unwrap(_fields()[name].type)[1].get("secret")
     if secret:
         return sentence
-    return f"{sentence}, got {_redact(str(got))!r}"
+    return f"{sentence}, got {redact_url(str(got))!r}"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -370,3 +418,57 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         return msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_settings_error(exc, data, raw)) from None
+
+
+# --- production guard: what a deployment with shared services must not start with --------------
+
+#: Words of the ``SECRET_KEY`` and ``ADMIN_PASSWORD`` examples this repository prints
+#: (``docs/deployment.md``: ``change-me-to-a-long-random-string``; before,
+#: ``paste-the-output-of: python3 -c …``) and their usual variants. A value containing one was
+#: copied from an example, not generated: whoever read the documentation knows it.
+_EXAMPLE_WORDS = ("change-me", "changeme", "change_me", "paste-the-output")
+_GENERATE_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def _is_example(value: str) -> bool:
+    return any(word in value.lower() for word in _EXAMPLE_WORDS)
+
+
+def _production_reason(settings: Settings) -> str | None:
+    """What makes these settings a production deployment (shared services), or ``None``."""
+    if not settings.is_sqlite:
+        return "DATABASE_URL is PostgreSQL"
+    if settings.queue_connection != "embedded":
+        return f"QUEUE_CONNECTION={settings.queue_connection}"
+    return None
+
+
+def check_production(settings: Settings, *, web: bool) -> None:
+    """Refuse to start production with demo-grade settings (SPEC "API access", production guard).
+
+    Production is PostgreSQL or a Redis/RabbitMQ broker. There, a process that calls the AI
+    (``web=False``: ``exams worker``) refuses the built-in fake AI unless ``ALLOW_FAKE_AI=true``;
+    the web app (``web=True``: ``exams serve``, whose embedded worker calls the AI too) also
+    refuses a missing or example ``SECRET_KEY`` or ``ADMIN_PASSWORD``. Raises
+    :class:`SettingsError`: one line naming the setting, never its value.
+    """
+    reason = _production_reason(settings)
+    if reason is None:
+        return
+    where = f"in production ({reason})"
+    if web:
+        if not settings.secret_key.strip():
+            raise SettingsError(f"SECRET_KEY must be set {where}: generate one with {_GENERATE_KEY}")
+        if _is_example(settings.secret_key):
+            raise SettingsError(
+                f"SECRET_KEY must not be the documentation's example {where}: generate one with {_GENERATE_KEY}"
+            )
+        if not settings.admin_password:
+            raise SettingsError(f"ADMIN_PASSWORD must be set {where} (the dashboard's operator login)")
+        if _is_example(settings.admin_password):
+            raise SettingsError(f"ADMIN_PASSWORD must not be the documentation's example {where}")
+    if settings.ai_api_enabled and not settings.ai_api_base_url and not settings.allow_fake_ai:
+        raise SettingsError(
+            f"AI_API_BASE_URL must be set {where}: empty means the built-in fake AI "
+            "(set ALLOW_FAKE_AI=true to run with it anyway, or AI_API_ENABLED=false for rule-based recommendations)"
+        )

@@ -51,7 +51,8 @@ def problem_response(problem: ProblemDocument, locale: str, headers: dict[str, s
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[bytes]:
     locale = request_locale(request)
-    headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+    headers = {"Retry-After": "5"} if exc.status_code == 503 else {}
+    headers.update(exc.headers())
     return problem_response(exc.to_problem(locale, instance=request.url.path), locale, headers)
 
 
@@ -93,7 +94,9 @@ def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    if isinstance(exc, ConnectionError | OSError):
+    # Not wrapped by SQLAlchemy: a refused connection, or asyncpg's own errors while connecting
+    # ("the database system is shutting down", "… is starting up").
+    if is_connection_problem(exc):
         return _database_error(request, exc)
     log.exception("unhandled error", path=request.url.path)
     return _app_error(request, AppError())

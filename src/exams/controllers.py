@@ -10,12 +10,15 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from core.errors import NotFoundError
+from core.openapi import documented, problem_responses
 from core.web import request_locale
 from exams.schemas import ExamDetail, ExamList, ExamSummary, QuestionPublic
 from exams.services import ExamService
 from i18n import localized
 
 __all__ = ("ExamsController",)
+
+_UNAVAILABLE = "The database is unavailable (`/problems/service-unavailable`, with `Retry-After`)."
 
 
 class ExamsController(Controller):
@@ -26,7 +29,14 @@ class ExamsController(Controller):
     #: ``exams_service``: an :class:`ExamService` on the request's ``db_session`` (SQLAlchemyPlugin).
     dependencies = create_service_dependencies(ExamService, key="exams_service")
 
-    @get("/", operation_id="ListExams", summary="List exams", cache=False)
+    @get(
+        "/",
+        operation_id="ListExams",
+        summary="List exams",
+        cache=False,
+        response_description="The catalog (titles in the request's language).",
+        responses=problem_responses(_503=_UNAVAILABLE),
+    )
     async def list_exams(
         self, request: Request[Any, Any, Any], exams_service: NamedDependency[ExamService]
     ) -> ExamList:
@@ -46,7 +56,18 @@ class ExamsController(Controller):
             ]
         )
 
-    @get("/{code:str}", operation_id="GetExam", summary="One exam with its questions", cache=False)
+    @get(
+        "/{code:str}",
+        operation_id="GetExam",
+        summary="One exam with its questions",
+        cache=False,
+        response_description="The exam (prompts in the request's language), without the correct answers.",
+        responses=problem_responses(
+            _404="No exam with this code (`/problems/not-found`).",
+            _503=_UNAVAILABLE,
+        ),
+        operation_class=documented(),
+    )
     async def get_exam(
         self,
         request: Request[Any, Any, Any],

@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from exams.definitions import QuestionType
+
 __all__ = ("ExamDetail", "ExamList", "ExamSummary", "QuestionPublic")
 
 
@@ -30,7 +32,7 @@ class QuestionPublic(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     id: str
     topic: str
-    type: str
+    type: QuestionType
     points: float
     prompt: str
     options: list[str] | None = None

@@ -6,6 +6,10 @@ runs jobs with (database, AI client) comes from the runtime factory the composit
 to :func:`declare_actors`; it is called once per event loop, on the loop that runs the jobs.
 The callback actor makes one attempt per message (``jobs.callbacks.attempt_delivery``) and asks
 Dramatiq for the next one with the delay the delivery's back-off gives.
+
+A worker being stopped (SIGTERM: a deploy, ``supervisorctl stop``) tells the actor through
+:class:`CloseRuntime`; jobs not yet calling the AI are then handed back (the pipeline's
+:class:`~jobs.pipeline.HandedBack`) and sent to the queue again at once, for another worker.
 """
 
 from __future__ import annotations
@@ -21,19 +25,22 @@ import structlog
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimitExceeded
 
-from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds
+from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds, is_transient
 from core.settings import Settings
 from jobs.broker import CALLBACK_ACTOR_NAME, CALLBACK_QUEUE_NAME, JOB_ACTOR_NAME, QUEUE_NAME
 from jobs.callbacks import FIRST_RETRY_SECONDS, attempt_delivery
-from jobs.pipeline import PipelineRuntime, RetryLater, run_job
+from jobs.pipeline import HandedBack, PipelineRuntime, RetryLater, run_job
 
 __all__ = ("DATABASE_RETRIES", "CloseRuntime", "JobActor", "declare_actors", "send_callback", "send_job")
 
 log = structlog.get_logger("jobs.actors")
 
 #: Redeliveries while the database is unreachable before the message is dropped (the job's row,
-#: once the database is back, is found by the reconciler anyway).
-DATABASE_RETRIES = 40
+#: once the database is back, is found by the reconciler anyway): about an hour at the cap below.
+DATABASE_RETRIES = 360
+#: Longest wait between two tries of a job whose database is unreachable: a job resumes at most
+#: this long after the database is back.
+DATABASE_RETRY_CAP_SECONDS = 10.0
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
@@ -61,6 +68,8 @@ class JobActor:
         self._runtime: PipelineRuntime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        #: Set when the worker begins to shut down (see :class:`CloseRuntime`).
+        self.stopping = threading.Event()
 
     def runtime(self) -> PipelineRuntime:
         """This loop's runtime (built at first use)."""
@@ -71,6 +80,7 @@ class JobActor:
                     msg = "this process only sends jobs; it has no runtime to run them"
                     raise RuntimeError(msg)
                 self._runtime = self._factory()
+                self._runtime.stopping = self.stopping.is_set
                 if self._broker is not None:
                     self._runtime.send_callback = functools.partial(send_callback, self._broker)
                 self._loop = loop
@@ -95,7 +105,11 @@ class JobActor:
             await run_job(self.runtime(), UUID(job_id))
         except RetryLater as exc:
             raise dramatiq.Retry(str(exc), delay=int(exc.delay * 1000)) from None
-        except TRANSIENT_DATABASE_ERRORS as exc:
+        except HandedBack:
+            await self._send_again(job_id)
+        except Exception as exc:
+            if not (isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)):
+                raise
             # The database is away before the job could even be claimed or released.
             message = CurrentMessage.get_current_message()
             retries = int(message.options.get("retries", 0)) if message is not None else 0
@@ -110,10 +124,21 @@ class JobActor:
             )
             if retries >= DATABASE_RETRIES:
                 raise
-            delay = backoff_seconds(retries + 1, base=2.0, cap=60.0, jitter=False)
+            delay = backoff_seconds(retries + 1, base=1.0, cap=DATABASE_RETRY_CAP_SECONDS)
             raise dramatiq.Retry("database unavailable", delay=int(delay * 1000)) from None
         finally:
             structlog.contextvars.clear_contextvars()
+
+    async def _send_again(self, job_id: str) -> None:
+        """A job handed back by a stopping worker: a new message on the queue, for another worker
+        now (rather than after the broker's heartbeat timeout)."""
+        if self._broker is None:
+            raise dramatiq.Retry("handed back", delay=0)
+        try:
+            await asyncio.to_thread(send_job, self._broker, UUID(job_id))
+        except Exception as exc:  # noqa: BLE001  (any broker failure: Dramatiq's retry re-sends it)
+            log.warning("exam processing hand-back not sent", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+            raise dramatiq.Retry("handed back", delay=0) from None
 
     async def deliver_callback(self, delivery_id: str) -> None:
         """One attempt at a completion callback; ``Retry`` with the back-off while it fails."""
@@ -123,7 +148,9 @@ class JobActor:
             delay = await attempt_delivery(
                 runtime.database, runtime.settings, UUID(delivery_id), first_retry=self.callback_first_retry
             )
-        except TRANSIENT_DATABASE_ERRORS as exc:
+        except Exception as exc:
+            if not (isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)):
+                raise
             # The attempt could not be claimed or recorded: its row stays due for the scheduler.
             log.warning("exam callback waiting for the database", delivery_id=delivery_id, error=type(exc).__name__)
             raise dramatiq.Retry("database unavailable", delay=30_000) from None
@@ -134,7 +161,8 @@ class JobActor:
 
 
 class CloseRuntime(Middleware):
-    """Closes the actor's runtime on the worker's event loop once the worker threads have stopped.
+    """Tells the actor when its worker starts to stop, and closes the actor's runtime on the
+    worker's event loop once the worker threads have stopped.
 
     Add it after Dramatiq's ``AsyncIO`` middleware: "after" hooks run in reverse order, so this one
     runs before AsyncIO's ``after_worker_shutdown`` stops that loop.
@@ -142,6 +170,15 @@ class CloseRuntime(Middleware):
 
     def __init__(self, actor: JobActor) -> None:
         self.actor = actor
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """A (re)started worker takes jobs again."""
+        self.actor.stopping.clear()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """From now on, jobs that have not started their AI request are handed back."""
+        self.actor.stopping.set()
+        log.info("worker stopping: jobs not yet calling the AI are handed back")
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Dispose the database pool and close the AI client of this worker."""

@@ -17,13 +17,23 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from core.settings import Settings
 
-__all__ = ("CALLBACK_ACTOR_NAME", "CALLBACK_QUEUE_NAME", "JOB_ACTOR_NAME", "QUEUE_NAME", "create_broker")
+__all__ = (
+    "CALLBACK_ACTOR_NAME",
+    "CALLBACK_QUEUE_NAME",
+    "JOB_ACTOR_NAME",
+    "QUEUE_NAME",
+    "broker_lost_messages",
+    "create_broker",
+)
 
 QUEUE_NAME = "exams"
 JOB_ACTOR_NAME = "process_exam"
 #: Completion callbacks have their own queue: a slow receiver never holds up the jobs' queue.
 CALLBACK_QUEUE_NAME = "exams_callbacks"
 CALLBACK_ACTOR_NAME = "deliver_callback"
+#: A key the reconciler keeps in Redis next to Dramatiq's queues: a Redis without it has lost
+#: every message it held (restarted without persistence, flushed, failed over to an empty replica).
+MARKER_KEY = "exams.broker-marker"
 
 
 def create_broker(settings: Settings, middleware: Iterable[Middleware] = ()) -> dramatiq.Broker:
@@ -52,3 +62,24 @@ def create_broker(settings: Settings, middleware: Iterable[Middleware] = ()) -> 
         broker.add_middleware(extra)
     dramatiq.set_broker(broker)
     return broker
+
+
+def broker_lost_messages(broker: dramatiq.Broker) -> bool:
+    """Whether the broker lost its messages since the last look (blocking; the reconciler asks).
+
+    Redis: the marker key is gone (and is set again). Dramatiq's Redis broker keeps its queues,
+    delayed retries and unacknowledged messages only in Redis, so a Redis restarted without
+    persistence comes back empty; the reconciler then sends every waiting job again at once
+    instead of after ``PENDING_RESEND_AFTER``. The first look ever also answers ``True`` (a
+    duplicate message is harmless: the claim skips it). RabbitMQ keeps durable queues and
+    persistent messages across restarts: ``False``, as when Redis cannot be asked right now.
+    """
+    from dramatiq.brokers.redis import RedisBroker
+
+    if not isinstance(broker, RedisBroker):
+        return False
+    try:
+        created = broker.client.set(f"{broker.namespace}:{MARKER_KEY}", "1", nx=True)
+    except Exception:  # noqa: BLE001  (Redis away: asked again at the next pass)
+        return False
+    return bool(created)

@@ -9,6 +9,8 @@ wins, and the cancel answers ``already finished``. The callback delivery, if the
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -17,7 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from core import metrics
 from core.db import Database
-from core.errors import AlreadyFinishedError
+from core.errors import AlreadyFinishedError, ServiceUnavailableError
 from jobs.callbacks import new_delivery
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import JobService
@@ -26,8 +28,10 @@ __all__ = ("Cancellation", "cancel_job")
 
 log = structlog.get_logger("jobs.cancel")
 
-#: Tries when a worker writes the row between our read and our commit.
-_TRIES = 5
+#: Tries when a worker writes the row between our read and our commit, and the longest pause
+#: between two (a worker busy with quick steps writes several times within milliseconds).
+_TRIES = 6
+_MAX_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Cancellation:
 
 async def cancel_job(database: Database, job_id: UUID) -> Cancellation | None:
     """Cancel the job; ``None`` when unknown. Raises :class:`AlreadyFinishedError` (409) when it
-    completed or failed; an already cancelled job is returned unchanged."""
+    completed or failed; an already cancelled job is returned unchanged. Raises
+    :class:`ServiceUnavailableError` (503) when a worker kept writing the row every time."""
     for attempt in range(1, _TRIES + 1):
         try:
             async with database.transaction() as session:
@@ -59,7 +64,8 @@ async def cancel_job(database: Database, job_id: UUID) -> Cancellation | None:
                     session.add(delivery)
         except StaleDataError:
             if attempt == _TRIES:
-                raise
+                raise ServiceUnavailableError from None
+            await asyncio.sleep(random.uniform(0, min(_MAX_PAUSE, 0.01 * 2**attempt)))
             continue
         metrics.JOBS_FINISHED.labels(status="cancelled").inc()
         metrics.JOB_DURATION.observe((utcnow() - job.created_at).total_seconds())

@@ -2,38 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import dramatiq
-import msgspec
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.dto import MsgspecDTO
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, Reference, Schema
+from litestar.openapi.spec import Example, Link, OpenAPIFormat, OpenAPIType, Reference, Schema
 from litestar.params import Body, BodyKwarg, HeaderParameter, Parameter
-from litestar.response import ServerSentEvent
-from litestar.types import SSEData
+from litestar.response import Stream
 from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from access.principal import Principal
+from access.web import SUBMIT_OPT, auth_headers, auth_responses
 from core import metrics
 from core.db import Database
-from core.errors import MalformedRequestError, NotFoundError, ProblemDocument, ValidationFailedError
+from core.errors import MalformedRequestError, NotFoundError, ValidationFailedError
+from core.openapi import Header, documented, event_stream_schema, problem_responses
 from core.settings import Settings
-from core.web import PROBLEM_MEDIA_TYPE, request_locale
+from core.web import request_locale
 from exams.catalog_cache import ExamCache
 from jobs.callbacks import callback_url_problems
 from jobs.cancel import cancel_job
 from jobs.dispatch import JobRef, dispatch, send_callbacks
 from jobs.documents import STATUS_PATH, status_document
+from jobs.live import JobWatch, LiveJobs, status_events
 from jobs.progress import FINAL_STATUSES
 from jobs.schemas import SUBMIT_EXAMPLE, StatusDocument, SubmitRequest
 from jobs.services import JobService, JobStatusView, fetch_status
@@ -45,20 +44,7 @@ if TYPE_CHECKING:
 __all__ = ("ExamResultsController", "SubmitRequestDTO", "status_document")
 
 POLL_SECONDS = 2
-#: How often the event stream looks for changes, and the longest it stays open.
-EVENTS_INTERVAL = 0.5
-EVENTS_MAX_SECONDS = 3600
 MAX_IDEMPOTENCY_KEY = 255
-
-
-def problem_responses(**described: str) -> dict[int, ResponseSpec]:
-    """OpenAPI responses of problem documents, by status code (``_404="…"``)."""
-    return {
-        int(code.lstrip("_")): ResponseSpec(
-            data_container=ProblemDocument, description=text, media_type=PROBLEM_MEDIA_TYPE, generate_examples=False
-        )
-        for code, text in described.items()
-    }
 
 
 def _headers(job: JobStatusView, locale: str) -> dict[str, str]:
@@ -68,8 +54,9 @@ def _headers(job: JobStatusView, locale: str) -> dict[str, str]:
     return headers
 
 
-async def _find_job(database: Database, raw_id: str) -> JobStatusView:
-    """The job's status columns; 404 for an unknown or malformed id."""
+async def _find_job(database: Database, raw_id: str, principal: Principal) -> JobStatusView:
+    """The job's status columns; 404 for an unknown or malformed id, and for a job the caller
+    may not see (another token's: the same answer as an unknown id, so ids cannot be probed)."""
     try:
         job_id = UUID(raw_id)
     except ValueError:
@@ -78,9 +65,27 @@ async def _find_job(database: Database, raw_id: str) -> JobStatusView:
     if job_id is not None:
         async with database.reader.connect() as connection:
             job = await fetch_status(connection, job_id)
-    if job is None:
+    if job is None or not principal.sees(job.owner):
         raise NotFoundError("problem.not_found.job", job_id=raw_id[:64])
     return job
+
+
+async def _watch_job(live: LiveJobs, raw_id: str, principal: Principal) -> JobWatch:
+    """A watch of the job, its first row read; 404 as for :func:`_find_job`."""
+    try:
+        job_id = UUID(raw_id)
+    except ValueError:
+        raise NotFoundError("problem.not_found.job", job_id=raw_id[:64]) from None
+    watch = live.watch(job_id)
+    try:
+        job = await watch.current()
+    except BaseException:
+        watch.close()
+        raise
+    if job is None or not principal.sees(job.owner):
+        watch.close()
+        raise NotFoundError("problem.not_found.job", job_id=raw_id[:64])
+    return watch
 
 
 def _idempotency_key(raw: str | None) -> str | None:
@@ -119,6 +124,7 @@ class SubmitRequestDTO(MsgspecDTO[SubmitRequest]):
         schema = schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.model_type))
         if isinstance(schema, Reference):
             schema = copy.copy(schema_creator.schema_registry.from_reference(schema).schema)
+        schema.additional_properties = False  # check_shape rejects unknown fields (422)
         body = field_definition.kwarg_definition
         if isinstance(body, BodyKwarg):
             schema.description = body.description or schema.description
@@ -131,6 +137,35 @@ async def _require_body(request: Request[Any, Any, Any]) -> None:
     """An empty body is malformed JSON (400): Litestar would not hand it to the DTO at all."""
     if not await request.body():
         raise MalformedRequestError
+
+
+_JOB_ID_DOC = "The `job_id` returned at submission (a UUID; anything else is a `404`)."
+_UUID = {"format": OpenAPIFormat.UUID}
+_NOT_FOUND_JOB = (
+    "No job with this id, the id is not a UUID, or the job is another token's (a token without `read_all`) "
+    "(`/problems/not-found`)."
+)
+_UNAVAILABLE = "The database is unavailable (`/problems/service-unavailable`, with `Retry-After`)."
+_NO_STORE = Header("Always `no-store`.", required=True)
+_RETRY_AFTER = Header(
+    f"Seconds to wait before polling again ({POLL_SECONDS}); sent while the job is not final.",
+    type=OpenAPIType.INTEGER,
+)
+_EVENT_SCHEMA = event_stream_schema(
+    ("progress", "completed", "failed", "cancelled"),
+    Reference(ref="#/components/schemas/StatusDocument"),
+    "One event: `data` is the status document (`progress` on every change, then the final status).",
+)
+#: Where a submission's ``job_id`` leads (OpenAPI links, also followed by Schemathesis' stateful tests).
+_JOB_LINKS = {
+    name: Link(operation_id=operation_id, parameters={"job_id": "$response.body#/job_id"}, description=text)
+    for name, operation_id, text in (
+        ("status", "GetExamResultStatus", "Poll the job's status document."),
+        ("events", "StreamExamResultStatus", "Follow the job as server-sent events."),
+        ("cancel", "CancelExamJob", "Cancel the job."),
+        ("result", "GetExamResult", "The result, once the job has completed."),
+    )
+}
 
 
 class ExamResultsController(Controller):
@@ -147,9 +182,14 @@ class ExamResultsController(Controller):
         before_request=_require_body,
         status_code=202,
         summary="Submit an exam for grading",
-        response_description="Accepted: poll `Location` every 2 s (or listen to its `/events`).",
+        response_description=(
+            "Accepted (stored before this answer): the job's status document. Poll `Location` every 2 s "
+            "(or listen to its `/events`). The same `Idempotency-Key` and body answer the same job again."
+        ),
         parameters=[],
-        responses=problem_responses(
+        opt=SUBMIT_OPT,
+        responses=auth_responses(submit=True)
+        | problem_responses(
             _400="The body is not JSON (`/problems/malformed-json`).",
             _413="The body is over 1 MiB (`/problems/payload-too-large`).",
             _422=(
@@ -158,6 +198,19 @@ class ExamResultsController(Controller):
                 "reused with another body (`/problems/idempotency-key-reused`)."
             ),
             _503="The database is unavailable; nothing was stored (`/problems/service-unavailable`).",
+        ),
+        operation_class=documented(
+            headers={
+                202: {
+                    "Location": Header("The job's status document: `/api/exam-results/status/{job_id}`.", True),
+                    "Retry-After": Header(
+                        f"Seconds to wait before the first poll ({POLL_SECONDS}).", True, OpenAPIType.INTEGER
+                    ),
+                    "Cache-Control": _NO_STORE,
+                },
+                **auth_headers(submit=True),
+            },
+            links={202: _JOB_LINKS},
         ),
     )
     async def submit(  # noqa: PLR0917  (Litestar injects each dependency by name)
@@ -168,6 +221,7 @@ class ExamResultsController(Controller):
         broker: NamedDependency[dramatiq.Broker],
         exam_cache: NamedDependency[ExamCache],
         settings: NamedDependency[Settings],
+        principal: NamedDependency[Principal],
         data: Annotated[
             SubmitRequest,
             Body(
@@ -180,6 +234,7 @@ class ExamResultsController(Controller):
             HeaderParameter(
                 name="Idempotency-Key",
                 required=False,
+                schema_extra={"max_length": MAX_IDEMPOTENCY_KEY},
                 description=(
                     "Up to 255 printable characters (a UUID is best). Same key and body: the same job again. "
                     "Same key, other body: 422."
@@ -193,7 +248,7 @@ class ExamResultsController(Controller):
             problems := callback_url_problems(data.callback_url, settings.callback_allowed_hosts)
         ):
             raise ValidationFailedError(problems)
-        submission = to_submission(data, locale, _idempotency_key(idempotency_key))
+        submission = to_submission(data, locale, _idempotency_key(idempotency_key), owner=principal.owner)
         exam = await exam_cache.get(db_session, submission.exam_code)
         check_against_exam(submission, exam)
         job, created = await JobService(session=db_session).submit(submission)
@@ -214,16 +269,22 @@ class ExamResultsController(Controller):
         operation_id="GetExamResultStatus",
         summary="Processing status of a submission",
         cache=False,
+        response_description="The job's status document.",
+        responses=auth_responses() | problem_responses(_404=_NOT_FOUND_JOB, _503=_UNAVAILABLE),
+        operation_class=documented(
+            headers={200: {"Retry-After": _RETRY_AFTER, "Cache-Control": _NO_STORE}, **auth_headers()}
+        ),
     )
     async def status(
         self,
         request: Request[Any, Any, Any],
         database: NamedDependency[Database],
-        job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
+        principal: NamedDependency[Principal],
+        job_id: str = Parameter(description=_JOB_ID_DOC, schema_extra=_UUID),
     ) -> Response[StatusDocument]:
         """Progress, current step, and the result or error once final; `Retry-After: 2` until then."""
         locale = request_locale(request)
-        job = await _find_job(database, job_id)
+        job = await _find_job(database, job_id, principal)
         return Response(status_document(job, locale), headers=_headers(job, locale))
 
     @get(
@@ -232,49 +293,49 @@ class ExamResultsController(Controller):
         summary="Server-sent events of a submission's progress",
         media_type="text/event-stream",
         cache=False,
+        responses={
+            200: ResponseSpec(
+                data_container=str,
+                media_type="text/event-stream",
+                description=(
+                    "Server-sent events, each `data` the status document as JSON: `progress` first and on "
+                    "every change, then `completed`, `failed` or `cancelled`, then the stream ends."
+                ),
+                generate_examples=False,
+            ),
+            **auth_responses(),
+            **problem_responses(_404=_NOT_FOUND_JOB, _503=_UNAVAILABLE),
+        },
+        operation_class=documented(
+            headers={200: {"Cache-Control": _NO_STORE}, **auth_headers()},
+            content={200: {"text/event-stream": _EVENT_SCHEMA}},
+        ),
     )
     async def events(
         self,
         request: Request[Any, Any, Any],
-        database: NamedDependency[Database],
-        job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
-    ) -> ServerSentEvent:
+        live: NamedDependency[LiveJobs],
+        principal: NamedDependency[Principal],
+        job_id: str = Parameter(description=_JOB_ID_DOC, schema_extra=_UUID),
+    ) -> Stream:
         """`progress` events (the status document) on every change, then `completed`, `failed` or
-        `cancelled`, then the end."""
+        `cancelled`, then the end.
+
+        The server pushes each change once to every stream of the job (no polling per stream): in a
+        browser, prefer this to polling the status.
+        """
         locale = request_locale(request)
-        job = await _find_job(database, job_id)
-        uid = job.job_id
-        first = status_document(job, locale)
-        reader = database.reader
-
-        async def stream() -> AsyncIterator[SSEData]:
-            doc = first
-            last: bytes | None = None
-            deadline = time.monotonic() + EVENTS_MAX_SECONDS
-            sequence = 0
-            while True:
-                encoded = msgspec.json.encode(doc)
-                if encoded != last:
-                    sequence += 1
-                    yield {"event": "progress", "data": encoded.decode(), "id": str(sequence)}
-                    last = encoded
-                if doc.status in FINAL_STATUSES:
-                    sequence += 1
-                    yield {"event": doc.status, "data": encoded.decode(), "id": str(sequence)}
-                    return
-                if time.monotonic() > deadline:
-                    return
-                await asyncio.sleep(EVENTS_INTERVAL)
-                async with reader.connect() as connection:
-                    fresh = await fetch_status(connection, uid)
-                if fresh is None:
-                    return
-                doc = status_document(fresh, locale)
-
-        return ServerSentEvent(
-            stream(),
-            retry_duration=POLL_SECONDS * 1000,
-            headers={"Cache-Control": "no-store", "Content-Language": locale, "X-Accel-Buffering": "no"},
+        watch = await _watch_job(live, job_id, principal)
+        # A plain Stream: the events arrive encoded, shared by every stream of the job.
+        return Stream(
+            status_events(watch, locale),
+            media_type="text/event-stream",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Language": locale,
+                "X-Accel-Buffering": "no",
+                "Connection": "keep-alive",
+            },
         )
 
     @post(
@@ -282,17 +343,25 @@ class ExamResultsController(Controller):
         operation_id="CancelExamJob",
         summary="Cancel a submission",
         status_code=200,
-        responses=problem_responses(
-            _404="No job with this id (`/problems/not-found`).",
+        response_description="The status document with `status: cancelled` (also when it already was).",
+        responses=auth_responses()
+        | problem_responses(
+            _404=_NOT_FOUND_JOB,
             _409="The job already completed or failed (`/problems/already-finished`).",
+            _503=(
+                "The database is unavailable, or a worker kept updating the job meanwhile "
+                "(`/problems/service-unavailable`, with `Retry-After`): try again."
+            ),
         ),
+        operation_class=documented(headers={200: {"Cache-Control": _NO_STORE}, **auth_headers()}),
     )
     async def cancel(
         self,
         request: Request[Any, Any, Any],
         database: NamedDependency[Database],
         broker: NamedDependency[dramatiq.Broker],
-        job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
+        principal: NamedDependency[Principal],
+        job_id: str = Parameter(description=_JOB_ID_DOC, schema_extra=_UUID),
     ) -> Response[StatusDocument]:
         """Stop a pending or processing job (a running one stops within 2 s; nothing is retried).
 
@@ -300,6 +369,8 @@ class ExamResultsController(Controller):
         answers the same (idempotent).
         """
         locale = request_locale(request)
+        if not principal.reads_all:
+            await _find_job(database, job_id, principal)  # another caller's job: 404, left alone
         try:
             uid = UUID(job_id)
         except ValueError:

@@ -20,9 +20,10 @@ import structlog
 from core.db import Database
 from core.settings import Settings
 from jobs.actors import send_callback, send_job
+from jobs.broker import broker_lost_messages
 from jobs.callbacks import due_deliveries
 from jobs.models import ExamProcessingJob
-from jobs.services import JobService
+from jobs.services import PENDING_RESEND_AFTER, JobService
 
 __all__ = ("JobRef", "dispatch", "reconcile", "requeue_unfinished", "resend_due_callbacks", "send_callbacks")
 
@@ -86,17 +87,29 @@ async def dispatch(
     return sent
 
 
-async def reconcile(broker: dramatiq.Broker, database: Database, settings: Settings) -> int:
-    """Re-send jobs that no worker will pick up; return how many were sent."""
+async def reconcile(broker: dramatiq.Broker, database: Database, settings: Settings, *, stalled: bool = True) -> int:
+    """Re-send jobs that no worker will pick up; return how many were sent.
+
+    When the broker lost its messages (a Redis restarted empty), every job waiting for one is
+    sent again at once. ``stalled=False`` leaves ``processing`` jobs alone (right after an
+    outage, when every heartbeat looks stale).
+    """
+    lost = await anyio.to_thread.run_sync(broker_lost_messages, broker)
+    if lost:
+        log.warning("broker lost its messages: sending every waiting job again")
     async with database.transaction() as session:
         service = JobService(session=session)
-        jobs = await service.needing_dispatch(stale_after=settings.job_stale_after, unsent_after=UNSENT_AFTER_SECONDS)
+        jobs = await service.needing_dispatch(
+            stale_after=settings.job_stale_after,
+            unsent_after=UNSENT_AFTER_SECONDS,
+            resend_after=0.0 if lost else PENDING_RESEND_AFTER,
+        )
         # Free stalled jobs first (a conditional write: a worker that woke up keeps its job), so
         # the message finds them claimable, and they are not re-sent for another stale period.
         freed = [
             JobRef.of(job)
             for job in jobs
-            if job.status == "processing" and await service.release_stalled(job.job_id, job.version)
+            if stalled and job.status == "processing" and await service.release_stalled(job.job_id, job.version)
         ]
         refs = [JobRef.of(job) for job in jobs if job.status == "pending"] + freed
     sent = await anyio.to_thread.run_sync(_send_all, broker, refs)

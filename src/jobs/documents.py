@@ -6,9 +6,12 @@ cancel operation, so a callback's body is exactly what ``GET …/status/{job_id}
 
 from __future__ import annotations
 
+from typing import cast
+
 from i18n import gettext
 from jobs.errors import render_error
-from jobs.schemas import StatusDocument
+from jobs.progress import JobStatus, Step
+from jobs.schemas import ErrorCode, JobResult, StatusDocument
 from jobs.services import JobStatusView
 
 __all__ = ("STATUS_PATH", "error_message", "status_document")
@@ -29,14 +32,14 @@ def status_document(job: JobStatusView, locale: str) -> StatusDocument:
         job_id=str(job.job_id),
         exam_code=job.exam_code,
         student_id=job.student_id,
-        status=job.status,  # type: ignore[arg-type]
+        status=cast("JobStatus", job.status),
         progress=job.progress,
-        current_step=job.current_step,
+        current_step=cast("Step", job.current_step),
         current_step_label=gettext(f"step.{job.current_step}", locale),
         attempts=job.attempts,
-        result=job.result,
+        result=cast("JobResult | None", job.result),
         error_message=error_message(job, locale),
-        error_code=job.error_code,
+        error_code=cast("ErrorCode | None", job.error_code),
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.completed_at,

@@ -31,7 +31,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     "time_limit": "job.error.time_limit",
 }
 #: Causes that keep their own code once retries are used up (the most useful thing to know).
-_SPECIFIC_WHEN_EXHAUSTED: Final = frozenset({"ai_unavailable", "time_limit"})
+_SPECIFIC_WHEN_EXHAUSTED: Final = frozenset({"ai_unavailable", "ai_invalid_answer", "time_limit"})
 
 
 class JobError(msgspec.Struct, frozen=True):

@@ -21,6 +21,8 @@ from sqlalchemy import delete, select
 
 from core.audit import record
 from core.db import Database
+from core.metrics import SCHEDULER_LAST_RUN
+from core.retry import is_connection_problem
 from core.settings import Settings
 from jobs.dispatch import reconcile, resend_due_callbacks
 from jobs.leader import LeaderLock
@@ -142,13 +144,22 @@ async def run_scheduler(
 
     ``broker`` ``None``: cleanup only (an embedded-mode scheduler process cannot reach the web
     process's in-memory queue). A pass that fails (database or broker away) is logged and the
-    loop goes on.
+    loop goes on. Each pass a leader completes sets ``exams_scheduler_last_run_timestamp_seconds``.
+
+    Stalled jobs (a stale heartbeat) are freed only once passes have worked for
+    ``JOB_STALE_AFTER`` seconds in a row, after start-up and after every failed pass: a
+    database that was away froze every running job's heartbeat too, and the workers holding those
+    jobs need that long to reach it again and carry on, rather than see them taken over.
     """
     loop = asyncio.get_running_loop()
     next_cleanup = loop.time() + first_cleanup_after
     leading: bool | None = None if lock is not None else True
+    #: When passes began to work (again); ``None`` after a failed pass.
+    working_since: float | None = None
     try:
         while True:
+            if working_since is None:
+                working_since = loop.time()
             try:
                 if lock is not None:
                     now_leading = await lock.ensure()
@@ -157,13 +168,20 @@ async def run_scheduler(
                         leading = now_leading
                 if leading:
                     if broker is not None:
-                        await reconcile(broker, database, settings)
+                        settled = loop.time() - working_since >= settings.job_stale_after
+                        await reconcile(broker, database, settings, stalled=settled)
                         await resend_due_callbacks(broker, database)
                     if loop.time() >= next_cleanup:
                         await daily_cleanup(database, settings)
                         next_cleanup = loop.time() + cleanup_every
-            except Exception:  # keep scheduling through outages; each failure is logged
-                log.exception("scheduler pass failed")
+                    # Liveness for ExamSchedulerDown: only a leader's pass that did its work counts.
+                    SCHEDULER_LAST_RUN.set_to_current_time()
+            except Exception as exc:  # keep scheduling through outages; each failure is logged
+                if is_connection_problem(exc):  # an outage, not a bug: one line, no traceback
+                    log.warning("scheduler pass failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                else:
+                    log.exception("scheduler pass failed")
+                working_since = None
             await asyncio.sleep(reconcile_every)
     finally:
         if lock is not None:

@@ -23,6 +23,7 @@ from jobs.progress import FINAL_STATUSES, STEP_RANGES, Step, is_forward
 from jobs.schemas import MAX_CALLBACK_URL_LENGTH
 
 __all__ = (
+    "MAX_OWNER_LENGTH",
     "CallbackDelivery",
     "ExamProcessingJob",
     "ExamResult",
@@ -31,6 +32,10 @@ __all__ = (
     "WorkerHeartbeat",
     "utcnow",
 )
+
+
+#: ``owner`` columns: ``token:`` and a token name (64), or ``page:`` and a page-session id.
+MAX_OWNER_LENGTH = 80
 
 
 def utcnow() -> datetime:
@@ -87,6 +92,9 @@ class ExamProcessingJob(BigIntAuditBase):
     failed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Who submitted it with ``API_AUTH=tokens`` (``token:<name>`` or ``page:<session id>``);
+    #: ``None`` with ``API_AUTH=off``. Copied to the result (``ExamResult.owner``).
+    owner: Mapped[str | None] = mapped_column(String(MAX_OWNER_LENGTH), default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
@@ -215,6 +223,8 @@ class ExamResult(BigIntBase):
         Index("ix_exam_results_student_id_graded_at_id", "student_id", "graded_at", "id"),
         Index("ix_exam_results_exam_code_graded_at_id", "exam_code", "graded_at", "id"),
         Index("ix_exam_results_exam_code_percentage_passed", "exam_code", "percentage", "passed"),
+        # A token without read_all lists its own results (migration 0006).
+        Index("ix_exam_results_owner_graded_at_id", "owner", "graded_at", "id"),
     )
 
     job_id: Mapped[UUID] = mapped_column(GUID, unique=True)
@@ -226,6 +236,8 @@ class ExamResult(BigIntBase):
     passed: Mapped[bool] = mapped_column(Boolean)
     graded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     result: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    #: The job's ``owner``, kept after the job row is cleaned up.
+    owner: Mapped[str | None] = mapped_column(String(MAX_OWNER_LENGTH), default=None)
     topics: Mapped[list[ExamResultTopic]] = relationship(
         back_populates="exam_result", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )

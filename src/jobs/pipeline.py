@@ -10,6 +10,14 @@ second, which also abandons the AI request).
 
 A terminal state with a ``callback_url`` commits its callback delivery with it (the outbox);
 the runtime's ``send_callback`` then hands it to the broker.
+
+Outages are not failures. When the database cannot be reached (restarting, down, its disk full:
+``core.retry.is_connection_problem``) the attempt waits for it with back-off, reloads the row and
+carries on at the step the row says, within the same attempt; a paid AI answer waits in memory
+until it is stored. When the AI guard's store (Redis) is away, the job waits for it like for a
+slot. When the worker is stopping (``runtime.stopping``), a job that has not started its AI
+request hands itself back at once (:class:`HandedBack`: released, the attempt not counted) and
+one whose request is under way finishes with its answer.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -31,6 +40,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ai_client import (
     AIClient,
+    AIInvalidAnswerError,
     AIPermanentError,
     AITransientError,
     GradeSummary,
@@ -39,13 +49,14 @@ from ai_client import (
 )
 from core import metrics
 from core.db import Database
-from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds
+from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds, is_connection_problem, is_transient
 from core.settings import Settings
 from exams.definitions import ExamDefinition
 from exams.grading import grade, validate_answers
 from exams.services import ExamService
 from i18n import gettext, localized
 from jobs.ai_guard import (
+    Admission,
     AICircuitOpenError,
     AIGuard,
     AIGuardUnavailableError,
@@ -63,6 +74,7 @@ from jobs.results import result_row
 from jobs.services import JobService
 
 __all__ = (
+    "HandedBack",
     "JobCancelledError",
     "PermanentJobError",
     "PipelineRuntime",
@@ -77,6 +89,8 @@ log = structlog.get_logger("jobs.pipeline")
 TICK_SECONDS = 1.0
 #: Seconds of an attempt kept back from the wait for an AI slot: the call itself plus this.
 _CALL_MARGIN_SECONDS = 5.0
+#: Longest pause between two looks at a database (or AI guard store) that is away.
+_OUTAGE_POLL_CAP_SECONDS = 2.0
 #: Message key of ``result.recommendations_note`` when the rule-based fallback stood in for the AI.
 FALLBACK_NOTE_KEY = "job.note.ai_fallback"
 
@@ -102,6 +116,16 @@ class JobCancelledError(Exception):
     """Raised when the job was cancelled while this attempt ran: stop, write nothing more."""
 
 
+class HandedBack(Exception):
+    """Raised by :func:`run_job` when the worker is stopping and the job was handed back before
+    its AI request started: released (when the database could be written), the attempt not
+    counted; the caller sends it to the broker again at once."""
+
+
+class _StopRequested(Exception):
+    """Raised inside an attempt when the worker is stopping and the job should be handed back."""
+
+
 #: Failures that end an attempt but not the job: it is retried while attempts remain.
 _RETRYABLE: tuple[type[BaseException], ...] = (TransientJobError, TimeoutError, *TRANSIENT_DATABASE_ERRORS)
 
@@ -125,6 +149,9 @@ class PipelineRuntime:
     send_callback: Callable[[UUID], None] | None = None
     #: Shared AI limits, 429 pauses and circuit breaker (``None``: every call goes straight out).
     guard: AIGuard | None = None
+    #: Whether the worker is shutting down (set by the actor): jobs not yet calling the AI are
+    #: handed back rather than started.
+    stopping: Callable[[], bool] = field(default=lambda: False)
     _expected_ai_seconds: float = field(default=0.0)
 
     def __post_init__(self) -> None:
@@ -166,6 +193,11 @@ class _JobRun:
         #: The current AI call's wait for a slot: when it began, and how long it took once over.
         self.slot_wait_started: float | None = None
         self.slot_waited: float | None = None
+        #: The current AI request has been sent (its slot granted): a stopping worker waits for it.
+        self.ai_request_started = False
+        #: The heartbeat the last failed write carried: if the connection broke after the database
+        #: had committed it, the reloaded row shows it, and the write is known to be ours.
+        self.unconfirmed_heartbeat: datetime | None = None
 
     def seconds_waited_for_slot(self) -> float:
         """How long the current AI call waited (or has been waiting so far) for its slot."""
@@ -193,6 +225,9 @@ class _JobRun:
                     raise JobCancelledError
                 raise StaleDataError("job taken over by another worker")
             change(self.job)
+            heartbeat = None
+            if self.job.status == "processing" and self.job.heartbeat_at is not None:
+                heartbeat = self.job.heartbeat_at = utcnow()  # every write is a sign of life (a release clears it)
             try:
                 await self.session.commit()
             except StaleDataError:
@@ -201,7 +236,9 @@ class _JobRun:
                     raise JobCancelledError from None
                 raise
             except BaseException:
+                # (The row's attributes cannot be read now: the session needs a rollback first.)
                 self.broken = True
+                self.unconfirmed_heartbeat = heartbeat
                 raise
             self.version_seen = self.job.version
 
@@ -213,7 +250,9 @@ class _JobRun:
                 select(ExamProcessingJob.status).where(ExamProcessingJob.id == self.job_pk)
             )
             await self.session.rollback()
-        except TRANSIENT_DATABASE_ERRORS:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             return False
         return status == "cancelled"
 
@@ -223,18 +262,26 @@ class _JobRun:
             self.session.add(delivery)
 
     async def save_patiently(self, change: Callable[[ExamProcessingJob], None], within: float = 30.0) -> None:
-        """Save what cannot be had again (a paid AI answer) through a short database outage."""
-        deadline = time.monotonic() + within
+        """Save what cannot be had again (a paid AI answer) through a database outage.
+
+        A database that cannot be reached is waited for until the attempt's time limit; any
+        other database error is tried again for ``within`` seconds.
+        """
+        refused_until = time.monotonic() + within
         tries = 0
         while True:
             try:
                 await self.save(change)
-            except TRANSIENT_DATABASE_ERRORS:
+            except Exception as exc:
+                if not _database_trouble(exc):
+                    raise
                 tries += 1
-                delay = backoff_seconds(tries, base=0.5, cap=5.0, jitter=False)
+                delay = backoff_seconds(tries, base=0.5, cap=_OUTAGE_POLL_CAP_SECONDS)
+                deadline = self.deadline - 1.0 if _database_away(exc) else refused_until
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("exam processing waiting for the database to store the AI answer")
+                if tries == 1:
+                    log.warning("exam processing waiting for the database to store the AI answer", error=_name(exc))
                 await asyncio.sleep(delay)
             else:
                 return
@@ -243,6 +290,14 @@ class _JobRun:
         await self.session.rollback()
         await self.session.refresh(self.job)
         self.broken = False
+        unconfirmed, self.unconfirmed_heartbeat = self.unconfirmed_heartbeat, None
+        if (
+            self.job.version == self.version_seen + 1
+            and unconfirmed is not None
+            and self.job.heartbeat_at == unconfirmed
+        ):
+            # The write whose answer the broken connection lost had been committed: it is ours.
+            self.version_seen = self.job.version
         return self.job.version == self.version_seen
 
     async def recover(self) -> bool:
@@ -295,6 +350,8 @@ async def _recommend(run: _JobRun) -> None:
         return
     request = _recommendation_request(run)
     runtime = run.runtime
+    if runtime.ai is not None and runtime.stopping():
+        raise _StopRequested
     if runtime.ai is None:
         metrics.AI_REQUESTS.labels(outcome="disabled").inc()
         items, source = rule_based_recommendations(request), "rule_based"
@@ -314,18 +371,20 @@ async def _guarded_request(run: _JobRun, ai: AIClient, request: RecommendationRe
     """One AI request inside the guard's limits: wait for a slot, call, give the slot back."""
     guard = run.runtime.guard
     if guard is None:
+        run.ai_request_started = True
         return list(await ai.recommend(request))
-    settings = run.runtime.settings
     token = new_token()
     run.slot_wait_started = time.monotonic()
     try:
-        admission = await acquire(
-            guard, token, wait_when_open=settings.ai_fallback == "fail", deadline=run.slot_deadline()
-        )
-    except AIGuardUnavailableError as exc:
-        raise TransientJobError(JobError("temporary_error", {"reason": f"AI guard unavailable: {exc}"})) from exc
+        admission = await _acquire_through_outages(run, guard, token)
     finally:
         run.slot_waited = time.monotonic() - run.slot_wait_started
+    if run.runtime.stopping():
+        # The worker began to stop while this job waited: give the slot back, call nothing. (Asked
+        # here, with no wait before the call, so the ticker and this task never disagree.)
+        await release(guard, token, "abandoned", trial=admission.trial, retry_after=None)
+        raise _StopRequested
+    run.ai_request_started = True
     outcome: Outcome = "abandoned"
     retry_after: float | None = None
     metrics.AI_IN_FLIGHT.inc()
@@ -345,6 +404,31 @@ async def _guarded_request(run: _JobRun, ai: AIClient, request: RecommendationRe
         await release(guard, token, outcome, trial=admission.trial, retry_after=retry_after)
 
 
+async def _acquire_through_outages(run: _JobRun, guard: AIGuard, token: str) -> Admission:
+    """:func:`acquire` a slot; while the guard's store cannot be reached, wait for it as for a slot
+    (the job keeps its attempt), until the attempt's slot deadline."""
+    settings = run.runtime.settings
+    tries = 0
+    while True:
+        try:
+            return await acquire(
+                guard, token, wait_when_open=settings.ai_fallback == "fail", deadline=run.slot_deadline()
+            )
+        except AIGuardUnavailableError as exc:
+            cause = exc.__cause__ or exc
+            if not is_transient(cause):
+                raise TransientJobError(
+                    JobError("temporary_error", {"reason": f"AI guard unavailable: {exc}"})
+                ) from exc
+            tries += 1
+            delay = backoff_seconds(tries, base=0.5, cap=_OUTAGE_POLL_CAP_SECONDS)
+            if time.monotonic() + delay > run.slot_deadline():
+                raise AISlotWaitExpiredError from exc
+            if tries == 1:
+                log.warning("exam processing waiting for the AI guard", error=_name(cause))
+            await asyncio.sleep(delay)
+
+
 async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -> list[Any]:
     runtime = run.runtime
     started = time.monotonic()
@@ -352,6 +436,7 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
     # The wait for a slot happens inside the answer task, so the ticker below keeps the step's
     # progress and the heartbeat moving through it; the curve is stretched by the time waited.
     run.slot_waited = run.slot_wait_started = None
+    run.ai_request_started = False
     answer = asyncio.create_task(_guarded_request(run, ai, request))
 
     async def tick() -> None:
@@ -362,6 +447,8 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
             done, _ = await asyncio.wait({answer}, timeout=TICK_SECONDS)
             if done:
                 return
+            if runtime.stopping() and not run.ai_request_started:
+                raise _StopRequested  # still waiting for a slot: nothing paid yet, hand it back
             value = ai_wait_progress(
                 time.monotonic() - started,
                 runtime.expected_ai_seconds,
@@ -370,9 +457,11 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
             )
             try:
                 await run.save(partial(_raise_progress, value))
-            except TRANSIENT_DATABASE_ERRORS as exc:
-                # A database blip must not cost the AI answer on its way: keep waiting for it.
-                log.warning("exam processing progress not saved", error=type(exc).__name__)
+            except Exception as exc:
+                # A database outage must not cost the AI answer on its way: keep waiting for it.
+                if not _database_trouble(exc):
+                    raise
+                log.warning("exam processing progress not saved", error=_name(exc))
 
     ticker = asyncio.create_task(tick())
     try:
@@ -397,6 +486,9 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
         items = answer.result()
     except AITransientError as exc:
         raise TransientJobError(JobError("ai_unavailable", {"reason": exc.reason}), exc.retry_after) from exc
+    except AIInvalidAnswerError as exc:
+        # Garbage from a model is often not repeated: asked again, then handled per AI_FALLBACK.
+        raise TransientJobError(JobError("ai_invalid_answer", {"error": str(exc)})) from exc
     except AIPermanentError as exc:
         raise PermanentJobError(JobError("ai_invalid_answer", {"error": str(exc)})) from exc
     runtime.observe_ai_seconds(time.monotonic() - started)
@@ -453,6 +545,49 @@ _STEPS: dict[Step, Callable[[_JobRun], Awaitable[None]]] = {
 }
 
 
+async def _run_steps_through_outages(run: _JobRun) -> None:
+    """Run the steps; when the database cannot be reached, wait for it and carry on where the
+    row says (the same attempt: an outage is not the job's failure)."""
+    while True:
+        try:
+            await _run_steps(run)
+        except Exception as exc:
+            if not _database_away(exc):
+                raise
+            await _wait_for_database(run, exc)
+        else:
+            return
+
+
+async def _wait_for_database(run: _JobRun, error: BaseException) -> None:
+    """Poll with back-off until the row can be read again (the time limit bounds the wait).
+
+    Raises ``StaleDataError`` when the job was taken over meanwhile (a stale heartbeat freed it),
+    :class:`JobCancelledError` when it was cancelled, :class:`_StopRequested` when the worker
+    stops meanwhile.
+    """
+    started = time.monotonic()
+    log.warning("exam processing waiting for the database", error=_name(error))
+    tries = 0
+    while True:
+        if run.runtime.stopping():
+            raise _StopRequested
+        tries += 1
+        await asyncio.sleep(backoff_seconds(tries, base=0.5, cap=_OUTAGE_POLL_CAP_SECONDS))
+        try:
+            same = await run.recover()
+        except Exception as exc:
+            if not _database_away(exc):
+                raise
+            continue
+        if not same:
+            if run.job.status == "cancelled":
+                raise JobCancelledError
+            raise StaleDataError("job taken over by another worker")
+        log.info("exam processing resumed after a database outage", waited_seconds=round(time.monotonic() - started, 3))
+        return
+
+
 async def _run_steps(run: _JobRun) -> None:
     # Resume at the step the job is in: earlier steps are done and their output is on the row.
     # Validation always runs, since later steps need the exam definition.
@@ -495,21 +630,26 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
         try:
             try:
                 async with asyncio.timeout(settings.job_time_limit):
-                    await _run_steps(run)
+                    await _run_steps_through_outages(run)
             except JobCancelledError:
                 raise
             except StaleDataError:
                 log.warning("exam processing abandoned", reason="job was taken over by another worker")
                 return
+            except _StopRequested:
+                await _hand_back(run)
             except _RETRYABLE as exc:
                 await _on_transient(run, _describe(exc, settings), getattr(exc, "retry_after", None))
             except PermanentJobError as exc:
                 await _on_failure(run, exc.error)
             except AISlotWaitExpiredError:
                 await _on_slot_wait_expired(run)
-            except Exception as exc:  # a bug must not leave the job hanging; record it and fail
-                log.exception("exam processing crashed")
-                await _on_failure(run, JobError("internal_error", {"error": f"{type(exc).__name__}: {exc}"}))
+            except Exception as exc:
+                if is_transient(exc):  # a driver's or client's own error class: retried like the others
+                    await _on_transient(run, _describe(exc, settings), None)
+                else:  # a bug must not leave the job hanging; record it and fail
+                    log.exception("exam processing crashed")
+                    await _on_failure(run, JobError("internal_error", {"error": f"{type(exc).__name__}: {exc}"}))
         except JobCancelledError:
             # Counted (exams_jobs_finished) and called back by whoever cancelled it.
             log.info("exam processing cancelled", seconds_after_start=round(time.monotonic() - started, 3))
@@ -556,9 +696,25 @@ def _describe(exc: BaseException, settings: Settings) -> JobError:
         return exc.error
     if isinstance(exc, TimeoutError):
         return JobError("time_limit", {"seconds": f"{settings.job_time_limit:g}"})
-    if isinstance(exc, DBAPIError):
-        return JobError("database_unavailable", {"error": type(exc.orig).__name__ if exc.orig else type(exc).__name__})
+    if isinstance(exc, DBAPIError) or _database_away(exc):
+        return JobError("database_unavailable", {"error": _name(exc)})
     return JobError("temporary_error", {"reason": str(exc) or type(exc).__name__})
+
+
+def _database_away(exc: BaseException) -> bool:
+    """The database (not the AI, not the guard) could not be reached, is restarting or is full."""
+    return isinstance(exc, TRANSIENT_DATABASE_ERRORS) and is_connection_problem(exc)
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    """A database error worth trying again: unreachable, or one of SQLAlchemy's (a refused write)."""
+    return isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)
+
+
+def _name(exc: BaseException) -> str:
+    """The driver's own error class behind SQLAlchemy's wrapper (``CannotConnectNowError``, …)."""
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return type(inner.__cause__ if inner.__cause__ is not None else inner).__name__
 
 
 async def _on_transient(run: _JobRun, reason: JobError, retry_after: float | None) -> None:
@@ -570,8 +726,10 @@ async def _on_transient(run: _JobRun, reason: JobError, retry_after: float | Non
                 raise JobCancelledError
             log.warning("exam processing abandoned", reason="job was taken over by another worker")
             return
-    except TRANSIENT_DATABASE_ERRORS:
-        # The database is away: the heartbeat goes stale and the reconciler re-sends the job.
+    except Exception as exc:
+        if not _database_trouble(exc):
+            raise
+        # The database is away: the retry claims the job once its heartbeat is stale.
         log.warning("exam processing retry not recorded", error=reason.english)
         metrics.JOB_RETRIES.inc()
         raise RetryLater(run.runtime.retry_delay(1, retry_after)) from None
@@ -621,7 +779,7 @@ def _falls_back(run: _JobRun, reason: JobError) -> bool:
         and job.current_step == "getting_ai_recommendations"
         and job.grading is not None
         and job.recommendations is None
-        and reason.code in ("ai_unavailable", "time_limit")
+        and reason.code in ("ai_unavailable", "ai_invalid_answer", "time_limit")
     )
 
 
@@ -640,6 +798,30 @@ async def _complete_with_fallback(run: _JobRun, reason: JobError) -> None:
         error=reason.english,
         attempts=run.job.attempts,
     )
+
+
+async def _hand_back(run: _JobRun) -> None:
+    """The worker is stopping: release the job at once, without counting this attempt, so that
+    another worker resumes it now (its grading, and any AI answer stored, are kept)."""
+
+    def release(job: ExamProcessingJob) -> None:
+        job.heartbeat_at = None
+        job.attempts = max(job.attempts - 1, 0)
+
+    try:
+        if not await run.recover():
+            if run.job.status == "cancelled":
+                raise JobCancelledError
+            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+            return
+        await run.save(release)
+    except Exception as exc:
+        if not _database_trouble(exc):
+            raise
+        log.warning("exam processing handed back without releasing it", error=_name(exc))
+    else:
+        log.info("exam processing handed back", reason="worker stopping", progress=run.job.progress)
+    raise HandedBack
 
 
 async def _on_slot_wait_expired(run: _JobRun) -> None:

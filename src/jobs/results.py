@@ -25,6 +25,7 @@ from sqlalchemy import Select, and_, case, delete, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jobs.models import CallbackDelivery, ExamProcessingJob, ExamResult, ExamResultTopic, utcnow
+from jobs.schemas import JobResult
 
 __all__ = (
     "CSV_HEADER",
@@ -63,7 +64,7 @@ class ResultDocument(msgspec.Struct, kw_only=True):
     exam_code: str
     student_id: str
     graded_at: datetime
-    result: dict[str, Any]
+    result: JobResult
 
 
 class ResultPage(msgspec.Struct, kw_only=True):
@@ -103,10 +104,20 @@ class ResultFilters:
     passed: bool | None = None
     graded_after: datetime | None = None
     graded_before: datetime | None = None
+    #: Only the results of this owner (a caller without ``read_all``); ``None``: everyone's.
+    owner: str | None = None
 
     def fingerprint(self) -> str:
         """A short hash binding a cursor to the filters it was made for."""
-        parts = (self.student_id, self.exam_code, self.passed, self.graded_after, self.graded_before)
+        parts: tuple[object, ...] = (
+            self.student_id,
+            self.exam_code,
+            self.passed,
+            self.graded_after,
+            self.graded_before,
+        )
+        if self.owner is not None:  # absent: the same cursors as before owners existed
+            parts = (*parts, self.owner)
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
     def where(self) -> list[Any]:
@@ -122,6 +133,8 @@ class ResultFilters:
             conditions.append(ExamResult.graded_at > self.graded_after)
         if self.graded_before is not None:
             conditions.append(ExamResult.graded_at < self.graded_before)
+        if self.owner is not None:
+            conditions.append(ExamResult.owner == self.owner)
         return conditions
 
 
@@ -166,6 +179,7 @@ def result_row(job: ExamProcessingJob, result: dict[str, Any], graded_at: dateti
         passed=bool(result["passed"]),
         graded_at=graded_at,
         result=result,
+        owner=job.owner,
     )
     row.topics = [
         ExamResultTopic(exam_code=job.exam_code, topic=str(t["topic"]), percentage=float(t["percentage"]))
@@ -194,9 +208,12 @@ def _document(row: Any) -> ResultDocument:
     )
 
 
-async def get_result(connection: AsyncConnection, job_id: UUID) -> ResultDocument | None:
-    """The result of one job (one unique-index lookup), or ``None``."""
-    row = (await connection.execute(select(*_DOC_COLUMNS).where(ExamResult.job_id == job_id))).first()
+async def get_result(connection: AsyncConnection, job_id: UUID, *, owner: str | None = None) -> ResultDocument | None:
+    """The result of one job (one unique-index lookup), or ``None``; with ``owner``, only if it is theirs."""
+    query = select(*_DOC_COLUMNS).where(ExamResult.job_id == job_id)
+    if owner is not None:
+        query = query.where(ExamResult.owner == owner)
+    row = (await connection.execute(query)).first()
     return _document(row) if row is not None else None
 
 

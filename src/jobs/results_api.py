@@ -12,15 +12,19 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy import select
 
+from access.principal import Principal
+from access.web import auth_headers, auth_responses
 from core.db import Database
 from core.errors import InvalidQueryError, NotFoundError
+from core.openapi import Header, documented, problem_responses, text_schema
 from core.web import request_locale
 from exams.models import Exam
-from jobs.controllers import problem_responses
 from jobs.results import (
     MAX_LIMIT,
     ExamSummary,
@@ -40,6 +44,7 @@ __all__ = ("ExamResultsReadController", "exam_results_summary")
 DEFAULT_LIMIT = 50
 _BOOLEANS = {"true": True, "false": False}
 _NO_STORE = {"Cache-Control": "no-store"}
+_UNAVAILABLE = "The database is unavailable (`/problems/service-unavailable`, with `Retry-After`)."
 
 Problem = tuple[str, str, dict[str, Any]]
 
@@ -61,13 +66,16 @@ def _when(name: str, value: str | None, problems: list[Problem]) -> datetime | N
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time: the database could not compare it
+    except (ValueError, OverflowError):
         problems.append((name, "validation.datetime", {}))
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
-def _filters(request: Request[Any, Any, Any], problems: list[Problem]) -> ResultFilters:
+def _filters(request: Request[Any, Any, Any], principal: Principal, problems: list[Problem]) -> ResultFilters:
     query = request.query_params
     passed_raw = query.get("passed")
     passed = None
@@ -85,6 +93,7 @@ def _filters(request: Request[Any, Any, Any], problems: list[Problem]) -> Result
         passed=passed,
         graded_after=after,
         graded_before=before,
+        owner=principal.only_owner,
     )
 
 
@@ -121,9 +130,23 @@ _QUERY_DOCS = {
 }
 
 
+#: What each query parameter's schema says beyond "text" (the handler reads them as text).
+_QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "student_id": {"max_length": MAX_ID_LENGTH},
+    "exam_code": {"max_length": MAX_CODE_LENGTH},
+    "passed": {"enum": ["true", "false"]},
+    "limit": {"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_LIMIT},
+    "format": {"enum": ["json", "csv"]},
+}
+
+
 def _query(name: str) -> Any:
-    """The documentation of one query parameter (read as text, checked by the handler)."""
-    return QueryParameter(name=name, description=_QUERY_DOCS[name], required=False)
+    """The documentation of one query parameter (read as text, checked by the handler).
+
+    Its schema is a string (not "string or null": a query parameter is absent, never null),
+    or what :data:`_QUERY_SCHEMAS` says."""
+    schema = {"one_of": None, "type": OpenAPIType.STRING, **_QUERY_SCHEMAS.get(name, {})}
+    return QueryParameter(name=name, description=_QUERY_DOCS[name], required=False, schema_extra=schema)
 
 
 class ExamResultsReadController(Controller):
@@ -137,14 +160,37 @@ class ExamResultsReadController(Controller):
         operation_id="ListExamResults",
         summary="List results (JSON pages or CSV)",
         cache=False,
-        responses=problem_responses(
-            _422="A query parameter is invalid (`/problems/invalid-query`, one `errors` entry per parameter)."
+        responses={
+            200: ResponseSpec(
+                data_container=ResultPage,
+                description="One page of results (with `format=csv`: every matching result as CSV).",
+                generate_examples=False,
+            ),
+            **auth_responses(),
+            **problem_responses(
+                _422="A query parameter is invalid (`/problems/invalid-query`, one `errors` entry per parameter).",
+                _503=_UNAVAILABLE,
+            ),
+        },
+        operation_class=documented(
+            headers={200: {"Cache-Control": Header("Always `no-store`.", required=True)}, **auth_headers()},
+            empty_query=list(_QUERY_DOCS),
+            content={
+                200: {
+                    "text/csv": text_schema(
+                        "UTF-8 with BOM; the header row "
+                        "`job_id,exam_code,student_id,score,max_score,percentage,passed,graded_at`, "
+                        "then one row per result, newest first."
+                    )
+                }
+            },
         ),
     )
     async def list_results(  # noqa: PLR0917  (documented query parameters)
         self,
         request: Request[Any, Any, Any],
         database: NamedDependency[Database],
+        principal: NamedDependency[Principal],
         student_id: Annotated[str | None, _query("student_id")] = None,
         exam_code: Annotated[str | None, _query("exam_code")] = None,
         passed: Annotated[str | None, _query("passed")] = None,
@@ -155,12 +201,13 @@ class ExamResultsReadController(Controller):
         format: Annotated[str | None, _query("format")] = None,
     ) -> Response[ResultPage] | Stream:
         """Results newest first, filtered; keyset-paged with `next_cursor` (`null` on the last page).
+        A token without `read_all` lists only the results of what it submitted.
 
         With `format=csv`: `text/csv` with the header
         `job_id,exam_code,student_id,score,max_score,percentage,passed,graded_at`, one row per result.
         """
         problems: list[Problem] = []
-        filters = _filters(request, problems)
+        filters = _filters(request, principal, problems)
         as_csv = (format or "json").strip().lower()
         if as_csv not in ("json", "csv"):
             problems.append(("format", "validation.format", {}))
@@ -188,12 +235,27 @@ class ExamResultsReadController(Controller):
         operation_id="GetExamResult",
         summary="One result (also after its job was cleaned up)",
         cache=False,
-        responses=problem_responses(_404="No such job, or it has not completed (`/problems/not-found`)."),
+        response_description="The result of a completed job.",
+        responses=auth_responses()
+        | problem_responses(
+            _404=(
+                "No such job, the id is not a UUID, the job has not completed, or it is another token's "
+                "(a token without `read_all`) (`/problems/not-found`)."
+            ),
+            _503=_UNAVAILABLE,
+        ),
+        operation_class=documented(
+            headers={200: {"Cache-Control": Header("Always `no-store`.", required=True)}, **auth_headers()}
+        ),
     )
     async def get_result(
         self,
         database: NamedDependency[Database],
-        job_id: str = Parameter(description="The `job_id` returned at submission (a UUID)."),
+        principal: NamedDependency[Principal],
+        job_id: str = Parameter(
+            description="The `job_id` returned at submission (a UUID; anything else is a `404`).",
+            schema_extra={"format": OpenAPIFormat.UUID},
+        ),
     ) -> Response[ResultDocument]:
         """The grade of a completed job: `job_id`, `exam_code`, `student_id`, `graded_at` and `result`."""
         try:
@@ -203,7 +265,7 @@ class ExamResultsReadController(Controller):
         document = None
         if uid is not None:
             async with database.reader.connect() as connection:
-                document = await get_result(connection, uid)
+                document = await get_result(connection, uid, owner=principal.only_owner)
         if document is None:
             raise NotFoundError("problem.not_found.result", job_id=job_id[:64])
         return Response(document, headers=_NO_STORE)
@@ -221,7 +283,11 @@ async def _chain(first: bytes, rest: Any) -> Any:
     summary="An exam's results at a glance",
     tags=["exams"],
     cache=False,
-    responses=problem_responses(_404="No exam with this code, and no results of one (`/problems/not-found`)."),
+    response_description="Figures over every kept result of the exam (null means: no results yet).",
+    responses=problem_responses(
+        _404="No exam with this code, and no results of one (`/problems/not-found`).", _503=_UNAVAILABLE
+    ),
+    operation_class=documented(headers={200: {"Cache-Control": Header("Always `no-store`.", required=True)}}),
 )
 async def exam_results_summary(
     database: NamedDependency[Database],

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
+from litestar.openapi.spec import OpenAPIFormat
+from litestar.params import KwargDefinition
+
+from jobs.progress import JobStatus, Step
 
 __all__ = (
     "MAX_CALLBACK_URL_LENGTH",
@@ -13,8 +17,14 @@ __all__ = (
     "MAX_ID_LENGTH",
     "SUBMIT_EXAMPLE",
     "Answer",
+    "ErrorCode",
+    "JobResult",
+    "QuestionResult",
+    "RecommendationItem",
+    "RecommendationsSource",
     "StatusDocument",
     "SubmitRequest",
+    "TopicResult",
 )
 
 MAX_CODE_LENGTH = 64
@@ -81,31 +91,105 @@ class SubmitRequest(msgspec.Struct, kw_only=True):
     ) = None
 
 
+#: ``error_code``: every code a job's error can have (``jobs.errors.ERROR_CODES``).
+ErrorCode = Literal[
+    "ai_busy",
+    "ai_unavailable",
+    "ai_invalid_answer",
+    "answers_invalid",
+    "database_unavailable",
+    "exam_closed",
+    "exam_missing",
+    "internal_error",
+    "retries_exhausted",
+    "temporary_error",
+    "time_limit",
+]
+#: ``ai``; ``rule_based`` when the AI is disabled; ``rule_based_fallback`` when it could not answer.
+RecommendationsSource = Literal["ai", "rule_based", "rule_based_fallback"]
+_DATE_TIME = KwargDefinition(format=OpenAPIFormat.DATE_TIME, description="When the result was made (UTC, RFC 3339).")
+
+
+class TopicResult(TypedDict):
+    """The grade of one topic (the sum of its questions)."""
+
+    topic: str
+    score: float
+    max_score: float
+    percentage: float
+
+
+class QuestionResult(TypedDict):
+    """The grade of one question: its full points or nothing (``max``)."""
+
+    question_id: str
+    correct: bool
+    awarded: float
+    max: float
+
+
+class RecommendationItem(TypedDict):
+    """One study recommendation."""
+
+    topic: str
+    priority: Literal["high", "medium", "low"]
+    text: str
+
+
+class _JobResultFields(TypedDict):
+    score: float
+    max_score: float
+    percentage: float
+    passed: bool
+    topics: list[TopicResult]
+    questions: list[QuestionResult]
+    recommendations: list[RecommendationItem]
+    recommendations_source: RecommendationsSource
+    processed_at: Annotated[str, _DATE_TIME]
+
+
+class JobResult(_JobResultFields, total=False):
+    """A completed job's grade and study recommendations (kept as stored: a plain JSON object).
+
+    ``questions`` lists every question of the exam, unanswered ones with ``correct: false``.
+    ``recommendations_note`` is there only with ``recommendations_source: rule_based_fallback``:
+    a sentence, in the submission's language, saying the AI tutor was unavailable.
+    """
+
+    # Optional through ``total=False``: ``NotRequired`` is lost on a postponed annotation (3.11).
+    recommendations_note: str
+
+
 class StatusDocument(msgspec.Struct, kw_only=True):
     """Where a job is: poll it every 2 s (``Retry-After``) until ``status`` is final."""
 
-    job_id: str
+    job_id: Annotated[str, KwargDefinition(format=OpenAPIFormat.UUID, description="The job's id.")]
     exam_code: str
     student_id: str
-    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
-    progress: int
-    """0-100, never decreasing."""
-    current_step: str
-    """queued, validating_exam, processing_answers, getting_ai_recommendations,
-    finalizing_results, completed, failed or cancelled."""
-    current_step_label: str
-    """``current_step`` in the request's language."""
-    attempts: int
-    result: dict[str, Any] | None
-    """When completed: score, max_score, percentage, passed, topics, questions,
-    recommendations, recommendations_source, processed_at."""
-    error_message: str | None
-    """Why the job failed (or why the last attempt did), in the request's language."""
-    error_code: str | None
-    """A stable machine code for ``error_message`` (``ai_unavailable``, ``retries_exhausted``,
-    ``exam_closed``, ``exam_missing``, ``answers_invalid``, ``time_limit``, ``internal_error``, …);
-    null unless an error is set."""
+    status: JobStatus
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100, description="0-100, never decreasing.")]
+    current_step: Annotated[
+        Step,
+        msgspec.Meta(
+            description=(
+                "The pipeline step (progress 0, 0-5, 5-20, 20-90, 90-100, then 100 when completed); `failed` and "
+                "`cancelled` keep the progress where the job stopped."
+            )
+        ),
+    ]
+    current_step_label: Annotated[str, msgspec.Meta(description="`current_step` in the request's language.")]
+    attempts: Annotated[int, msgspec.Meta(ge=0, description="Attempts made so far (retries included).")]
+    result: JobResult | None
+    """When completed: the grade and the study recommendations; null before."""
+    error_message: Annotated[
+        str | None,
+        msgspec.Meta(description="Why the job failed (or why the last attempt did), in the request's language."),
+    ]
+    error_code: Annotated[
+        ErrorCode | None,
+        msgspec.Meta(description="A stable machine code for `error_message`; null unless an error is set."),
+    ]
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    status_url: str
+    status_url: Annotated[str, msgspec.Meta(description="This document's path (`GET` it to poll).")]

@@ -45,6 +45,8 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
     locale: str = "en"
     idempotency_key: str | None = None
     callback_url: str | None = None
+    #: Who submitted it (``access.principal.Principal.owner``); ``None`` with ``API_AUTH=off``.
+    owner: str | None = None
 
 
 def request_fingerprint(submission: Submission) -> str:
@@ -56,6 +58,8 @@ def request_fingerprint(submission: Submission) -> str:
     }
     if submission.callback_url is not None:  # absent: the same hash as before callbacks existed
         sent["callback_url"] = submission.callback_url
+    if submission.owner is not None:  # another caller reusing a key is a conflict, never this job
+        sent["owner"] = submission.owner
     canonical = msgspec.json.encode(sent, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
 
@@ -102,6 +106,7 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
             idempotency_key=key,
             request_fingerprint=fingerprint,
             callback_url=submission.callback_url,
+            owner=submission.owner,
         )
         try:
             # The one method that commits; no refresh (all columns are known: no extra SELECT).
@@ -193,16 +198,24 @@ class JobService(SQLAlchemyAsyncRepositoryService[ExamProcessingJob]):
         )
 
     async def needing_dispatch(
-        self, *, stale_after: float, unsent_after: float, limit: int = 500, now: datetime | None = None
+        self,
+        *,
+        stale_after: float,
+        unsent_after: float,
+        limit: int = 500,
+        now: datetime | None = None,
+        resend_after: float = PENDING_RESEND_AFTER,
     ) -> Sequence[ExamProcessingJob]:
         """Jobs no worker will pick up without a new message.
 
         Pending jobs never handed to the broker (it was down at submit time), and processing
-        jobs whose worker stopped sending heartbeats.
+        jobs whose worker stopped sending heartbeats. ``resend_after``: seconds after which a
+        message that reached the broker counts as lost (``0`` when the broker is known to have
+        lost every message it held).
         """
         now = now or utcnow()
         unsent_cutoff = now - timedelta(seconds=unsent_after)
-        resend_cutoff = now - timedelta(seconds=PENDING_RESEND_AFTER)
+        resend_cutoff = now - timedelta(seconds=resend_after)
         stale_cutoff = now - timedelta(seconds=stale_after)
         due = or_(
             and_(
@@ -296,6 +309,7 @@ class JobStatusView(Protocol):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    owner: str | None
 
 
 _STATUS_QUERY = select(
@@ -316,6 +330,7 @@ _STATUS_QUERY = select(
             "created_at",
             "started_at",
             "completed_at",
+            "owner",
         )
     )
 )

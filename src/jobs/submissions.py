@@ -17,10 +17,10 @@ __all__ = ("MAX_CODE_LENGTH", "MAX_ID_LENGTH", "check_against_exam", "check_shap
 
 def decode_json(body: bytes) -> object:
     """The body as plain JSON values; :class:`MalformedRequestError` (400) when it is not JSON
-    or is nested too deeply to read."""
+    (invalid UTF-8 included) or is nested too deeply to read."""
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise MalformedRequestError from None
 
 
@@ -90,8 +90,10 @@ def check_shape(data: object) -> SubmitRequest:
     return SubmitRequest(exam_code=exam_code, student_id=student_id, answers=answers, callback_url=callback_url)
 
 
-def to_submission(request: SubmitRequest, locale: str, idempotency_key: str | None) -> Submission:
-    """The submission to store for a checked request."""
+def to_submission(
+    request: SubmitRequest, locale: str, idempotency_key: str | None, *, owner: str | None = None
+) -> Submission:
+    """The submission to store for a checked request (``owner``: who sent it, see ``access``)."""
     return Submission(
         exam_code=request.exam_code,
         student_id=request.student_id,
@@ -99,6 +101,7 @@ def to_submission(request: SubmitRequest, locale: str, idempotency_key: str | No
         locale=locale,
         idempotency_key=idempotency_key,
         callback_url=request.callback_url,
+        owner=owner,
     )
 
 

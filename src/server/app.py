@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -23,6 +23,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from access.web import SECURITY_SCHEME, ApiAccess, provide_principal, security_scheme
 from admin.cleanup import CleanupMonitor
 from admin.operations import Operations
 from admin.routes import admin_router
@@ -78,8 +79,15 @@ def _cors(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=list(settings.cors_allow_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Content-Type", "Accept-Language", "Idempotency-Key", "X-Request-ID", "Last-Event-ID"],
-        expose_headers=["Location", "Retry-After", "Content-Language", "X-Request-ID"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Accept-Language",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "Last-Event-ID",
+        ],
+        expose_headers=["Location", "Retry-After", "Content-Language", "X-Request-ID", "WWW-Authenticate"],
         max_age=3600,
     )
 
@@ -95,8 +103,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     wiring = Wiring(settings)
     database = wiring.database()
     broker, _actor = wiring.broker(worker=False)
+    # API_AUTH and SUBMIT_RATE_LIMIT: the guard of every /api/exam-results… route.
+    access = ApiAccess(settings, database, wiring.submit_limiter(database))
     monitoring = MonitoringCache(database, broker, settings)
     operations = Operations(database, broker, settings)
+    # Event streams and the dashboard's live parts: one subscription to job changes per process.
+    live = wiring.live_jobs(database)
     admin_services = AdminServices(
         settings=settings,
         database=database,
@@ -104,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         monitoring=monitoring,
         metrics=lambda: list(process_registry(settings).collect()),
         operations=operations,
+        live=live,
     )
     exam_cache = ExamCache()
     metrics_dir = settings.prometheus_multiproc_dir or None
@@ -120,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         forget_dead_processes(metrics_dir)
+        await live.start()
         if embedded is not None:
             embedded.start()
             try:
@@ -143,11 +157,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await operations.stop()
+            await live.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
+            await access.aclose()
             await database.dispose()
             mark_this_process_dead(metrics_dir)
 
@@ -159,8 +175,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            ExamResultsController,
-            ExamResultsReadController,
+            Router(
+                path="/",
+                route_handlers=[ExamResultsController, ExamResultsReadController],
+                guards=[access.guard],
+                security=access.security(),
+            ),
             ExamsController,
             exam_results_summary,
             health,
@@ -176,7 +196,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "broker": provide(broker),
             "exam_cache": provide(exam_cache),
             "monitoring": provide(monitoring),
+            "live": provide(live),
             "cleanup_monitor": provide(CleanupMonitor(database)),
+            "api_access": provide(access),
+            "principal": Provide(provide_principal, sync_to_thread=False),
         },
         plugins=[SQLAlchemyPlugin(config=alchemy_config(settings, database.engine))],
         middleware=[RequestLogMiddleware, prometheus.middleware],
@@ -201,7 +224,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             path="/api/documentation",
             use_handler_docstrings=True,
-            components=Components(),
+            components=Components(security_schemes={SECURITY_SCHEME: security_scheme()}),
             render_plugins=[
                 SwaggerRenderPlugin(
                     path="/",

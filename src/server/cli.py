@@ -12,10 +12,12 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.logging import configure_logging
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Settings, SettingsError, load_settings, redact_url
 from exams.catalog import SAMPLE_CATALOG_PATH as SAMPLE_CATALOG
 from server.cli_jobs import jobs, scheduler
 from server.cli_records import callbacks, students
+from server.cli_tokens import tokens
+from server.commands import check_production_or_exit as _check_production
 from server.commands import load_settings_or_exit as _settings
 from server.commands import one_line as _one_line
 from server.commands import run_async as _run
@@ -58,17 +60,40 @@ def _prepare_metrics_dir() -> None:
 
 
 @main.command()
-def migrate() -> None:
-    """Upgrade the database to the latest schema."""
-    from server.migrate import run_migrations
+@click.option(
+    "--to",
+    "revision",
+    metavar="REVISION",
+    help="Move the schema to this revision instead of the latest, running downgrades if the "
+    "database is ahead (rolling a release back; docs/deployment.md).",
+)
+@click.option("--current", is_flag=True, help="Print the database's revision and the code's latest; change nothing.")
+def migrate(revision: str | None, current: bool) -> None:
+    """Upgrade the database to the latest schema (or move it to --to REVISION)."""
+    from alembic.util.exc import CommandError
+
+    from server.migrate import migrate_to, run_migrations, schema_revisions
 
     settings = _settings()
     try:
-        run_migrations(settings)
+        if current:
+            found, head = schema_revisions(settings)
+            click.echo(f"database schema: {found or 'empty'}; latest: {head}")
+        elif revision is not None:
+            before, after = migrate_to(settings, revision)
+            if before == after:
+                click.echo(f"database schema is already at {after or 'empty'}")
+            else:
+                click.echo(f"database schema moved from {before or 'empty'} to {after or 'empty'}")
+        else:
+            run_migrations(settings)
+            click.echo("database is at the latest schema")
+    except CommandError as exc:
+        click.echo(f"exams: cannot migrate to {revision}: {_one_line(exc)}", err=True)
+        sys.exit(2)
     except (OSError, SQLAlchemyError) as exc:
         click.echo(f"exams: cannot migrate the database: {_one_line(exc)}", err=True)
         sys.exit(1)
-    click.echo("database is at the latest schema")
 
 
 async def _load_catalog(settings: Settings, path: Path) -> tuple[int, int]:
@@ -114,6 +139,7 @@ def _ensure_schema(settings: Settings) -> None:
     A database that cannot be reached does not stop the web app: it starts, answers 503 (and
     ``/ready`` says the database is down) until the database is back.
     """
+    from core.retry import is_connection_problem
     from server.migrate import run_migrations, schema_revisions
 
     try:
@@ -121,13 +147,22 @@ def _ensure_schema(settings: Settings) -> None:
             run_migrations(settings)
             return
         current, head = schema_revisions(settings)
-    except (OSError, SQLAlchemyError) as exc:
+    except Exception as exc:
+        # (asyncpg's "the database system is starting up" comes unwrapped: core.retry knows it.)
+        if not (isinstance(exc, OSError | SQLAlchemyError) or is_connection_problem(exc)):
+            raise
         click.echo(f"exams: warning: database unreachable, starting anyway: {_one_line(exc)}", err=True)
         return
     if current != head:
         found = current or "nothing"
         click.echo(f"exams: the database schema is at {found}, not {head}: run `exams migrate`", err=True)
         sys.exit(1)
+
+
+#: Seconds a stopping web process waits for open requests. Ordinary requests take milliseconds;
+#: event streams last until their job ends, so they are cut after this and their clients
+#: reconnect (``Last-Event-ID``) to a process that is up, rather than holding a restart back.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
@@ -145,10 +180,19 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             workers=workers,
             log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         return
     app = create_app(settings)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     uvicorn.Server(config).run()
 
 
@@ -165,6 +209,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Run the web app (and the embedded worker when QUEUE_CONNECTION=embedded)."""
     settings = _settings()
+    _check_production(settings, web=True)
     if workers > 1 and settings.queue_connection == "embedded":
         click.echo(
             "exams: bad setting: --workers needs QUEUE_CONNECTION=redis or rabbitmq (one embedded worker)", err=True
@@ -206,7 +251,7 @@ def demo(host: str, port: int, ai_latency: float) -> None:
                 f"  Metrics        {base}/metrics",
                 f"  Dashboard      {base}/admin",
                 f"  Admin login    {settings.admin_username} / {password}",
-                f"  Database       {settings.database_url}",
+                f"  Database       {redact_url(settings.database_url)}",
                 f"  AI             {ai}",
                 "",
             ]
@@ -224,6 +269,7 @@ def worker(processes: int, threads: int) -> None:
     if settings.queue_connection == "embedded":
         click.echo("exams: bad setting: QUEUE_CONNECTION=embedded runs its worker inside `exams serve`", err=True)
         sys.exit(2)
+    _check_production(settings, web=False)
     # Each thread holds one job; prefetching more would park messages behind busy threads.
     os.environ.setdefault("dramatiq_queue_prefetch", str(threads))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -328,3 +374,4 @@ main.add_command(jobs)
 main.add_command(scheduler)
 main.add_command(callbacks)
 main.add_command(students)
+main.add_command(tokens)

@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import click
 
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Settings, SettingsError, check_production, load_settings
 
-__all__ = ("load_settings_or_exit", "one_line", "run_async")
+__all__ = ("check_production_or_exit", "load_settings_or_exit", "one_line", "run_async")
 
 T = TypeVar("T")
 
@@ -20,6 +20,15 @@ def load_settings_or_exit() -> Settings:
     """Read the settings, or print the one bad setting and exit 2."""
     try:
         return load_settings()
+    except SettingsError as exc:
+        click.echo(f"exams: bad setting: {exc}", err=True)
+        sys.exit(2)
+
+
+def check_production_or_exit(settings: Settings, *, web: bool) -> None:
+    """Apply :func:`core.settings.check_production`: print the one refused setting and exit 2."""
+    try:
+        check_production(settings, web=web)
     except SettingsError as exc:
         click.echo(f"exams: bad setting: {exc}", err=True)
         sys.exit(2)

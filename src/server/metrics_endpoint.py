@@ -9,12 +9,14 @@ from collections.abc import Iterable
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from admin.cleanup import CleanupCollector, CleanupMonitor
+from core.openapi import Header, documented
 from core.settings import Settings
 from jobs.monitoring import MonitoringCache, SnapshotCollector
 
@@ -71,7 +73,22 @@ def process_registry(settings: Settings) -> CollectorRegistry:
     return registry
 
 
-@get("/metrics", operation_id="Metrics", tags=["operations"], cache=False, summary="Prometheus metrics")
+@get(
+    "/metrics",
+    operation_id="Metrics",
+    tags=["operations"],
+    cache=False,
+    summary="Prometheus metrics",
+    responses={
+        200: ResponseSpec(
+            data_container=str,
+            media_type="text/plain; version=0.0.4",
+            description="Prometheus' text format (0.0.4), UTF-8.",
+            generate_examples=False,
+        )
+    },
+    operation_class=documented(headers={200: {"Cache-Control": Header("Always `no-store`.", required=True)}}),
+)
 async def metrics_endpoint(
     monitoring: NamedDependency[MonitoringCache],
     settings: NamedDependency[Settings],

@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db import create_engine
 from core.settings import Settings
 
-__all__ = ("MIGRATIONS_DIR", "alchemy_config", "alembic_commands", "run_migrations", "schema_revisions")
+__all__ = (
+    "MIGRATIONS_DIR",
+    "alchemy_config",
+    "alembic_commands",
+    "migrate_to",
+    "run_migrations",
+    "schema_revisions",
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -68,3 +75,24 @@ def schema_revisions(settings: Settings) -> tuple[str | None, str]:
             await engine.dispose()
 
     return asyncio.run(current()), head
+
+
+def migrate_to(settings: Settings, revision: str) -> tuple[str | None, str | None]:
+    """Move the database to ``revision`` (an id, ``head`` or ``base``): upgrade when the database is
+    behind it, run the downgrades when it is ahead (rolling a release back). Returns the revisions
+    before and after (``None``: an empty schema). An unknown revision raises Alembic's
+    ``CommandError`` before anything changes.
+    """
+    current, _head = schema_revisions(settings)
+    commands = alembic_commands(settings)
+    script = ScriptDirectory.from_config(commands.config)
+    target = script.get_revision(revision)  # resolves head/base; raises on an unknown id
+    target_id = target.revision if target is not None else None
+    below = {rev.revision for rev in script.iterate_revisions(current, "base")} if current else set()
+    if target_id == current:
+        return current, current
+    if target_id is None or target_id in below:
+        commands.downgrade(target_id or "base")
+    else:
+        commands.upgrade(target_id)
+    return current, schema_revisions(settings)[0]

@@ -13,6 +13,7 @@ import dramatiq
 import httpx
 from dramatiq.middleware import Middleware
 
+from access.rate_limit import LocalRateLimiter, Rate, RateLimiter, RedisRateLimiter, SqlRateLimiter
 from ai_client import AIClient, create_fake_ai_app
 from core.db import Database
 from core.settings import Settings
@@ -20,6 +21,7 @@ from jobs.actors import CloseRuntime, JobActor, declare_actors
 from jobs.ai_guard import AIGuard, GuardLimits, LocalAIGuard, RedisAIGuard, SqlAIGuard
 from jobs.broker import create_broker
 from jobs.heartbeat import WorkerHeartbeats
+from jobs.live import LOCAL_CHANGES, HubChanges, LiveJobs, PostgresChanges, publish_job_changes
 from jobs.pipeline import PipelineRuntime
 
 __all__ = ("BUILTIN_FAKE_AI_URL", "Wiring", "build_ai_client")
@@ -59,6 +61,8 @@ class Wiring:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._local_guard: LocalAIGuard | None = None
+        # Every job change this process writes is published (jobs.live), whoever writes it.
+        publish_job_changes()
 
     def database(self) -> Database:
         """A new engine and session factory (one per event loop; dispose it when done)."""
@@ -86,6 +90,34 @@ class Wiring:
         if self._local_guard is None:
             self._local_guard = LocalAIGuard(limits)
         return self._local_guard
+
+    def submit_limiter(self, database: Database) -> RateLimiter | None:
+        """``SUBMIT_RATE_LIMIT``'s counters (``None``: no limit), shared by every web process.
+
+        ``redis``: in Redis (every host); otherwise PostgreSQL's ``api_rate_limits`` (every
+        host); ``embedded`` on SQLite: in this process (the only one). ``rabbitmq`` on SQLite
+        (one host's processes): the SQLite table.
+        """
+        settings = self.settings
+        rate = Rate.parse(settings.submit_rate_limit)
+        if rate is None:
+            return None
+        if settings.queue_connection == "redis":
+            return RedisRateLimiter.from_url(rate, settings.redis_url)
+        if not settings.is_sqlite or settings.queue_connection != "embedded":
+            return SqlRateLimiter(rate, database)
+        return LocalRateLimiter(rate)
+
+    def live_jobs(self, database: Database) -> LiveJobs:
+        """The web process's live job updates (event streams, the dashboard's live parts).
+
+        PostgreSQL: one ``LISTEN`` connection hears every process's changes. Otherwise (SQLite,
+        one process in production use): this process's own changes; a worker process elsewhere
+        is only seen by the slow re-read.
+        """
+        if database.engine.url.get_backend_name() == "postgresql":
+            return LiveJobs(database, PostgresChanges(self.settings.database_url))
+        return LiveJobs(database, HubChanges(LOCAL_CHANGES))
 
     def broker(self, *, worker: bool) -> tuple[dramatiq.Broker, JobActor]:
         """The broker with the job actor declared on it.

@@ -318,7 +318,8 @@ def test_a_retried_job_is_completed_by_the_running_server(
 
 
 def test_serve_refuses_an_unmigrated_postgresql_database(pg_url: str) -> None:
-    result = run_exams(["serve", "--port", "1"], {"DATABASE_URL": pg_url}, check=False)
+    env = {"DATABASE_URL": pg_url, "SECRET_KEY": "k" * 32, "ADMIN_PASSWORD": "pw", "AI_API_ENABLED": "false"}
+    result = run_exams(["serve", "--port", "1"], env, check=False)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     head = schema_revisions(load_settings({"DATABASE_URL": pg_url}, env_file=Path("absent.env")))[1]

@@ -34,10 +34,11 @@ from support import (
     base_env,
     free_port,
     json_lines,
+    redis_test_url,
     sqlite_url,
 )
 
-METRICS_REDIS_URL = os.environ.get("TEST_METRICS_REDIS_URL", "redis://127.0.0.1:6379/12")
+METRICS_REDIS_URL = os.environ.get("TEST_METRICS_REDIS_URL", redis_test_url(2))
 
 # SPEC.md "Metrics": exposition name -> (type, label names).
 SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {

@@ -197,6 +197,7 @@ FROM_THE_ENVIRONMENT: dict[str, tuple[str, object]] = {
     "LOG_LEVEL": ("warning", "WARNING"),
     "PROMETHEUS_MULTIPROC_DIR": ("/tmp/prom", "/tmp/prom"),
     "FAKE_AI_LATENCY": ("0", 0.0),
+    "ALLOW_FAKE_AI": ("yes", True),
     "CORS_ALLOW_ORIGINS": (
         "https://school.example/, http://localhost:5173 ,,*",
         ("https://school.example", "http://localhost:5173", "*"),
@@ -211,6 +212,8 @@ FROM_THE_ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AI_CIRCUIT_FAILURES": ("2", 2),
     "AI_CIRCUIT_SECONDS": ("2.5", 2.5),
     "AI_FALLBACK": ("FAIL", "fail"),
+    "API_AUTH": ("TOKENS", "tokens"),
+    "SUBMIT_RATE_LIMIT": ("30/minute", "30/minute"),
 }
 
 REFERENCE_NAMES = [name for name, _, _ in settings_reference()]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, Request, expect
 
@@ -246,3 +247,26 @@ def test_closed_exam_cannot_be_selected(page: Page, server_session: ExamsServer)
     page.goto(f"{server.base_url}/?lang=en&exam=HIST-100")
     expect(page.locator("#problem")).to_contain_text(gettext("page.exams.closed_hint", "en"))
     expect(page.locator("#stage-answer")).to_be_hidden()
+
+
+def test_a_cancelled_job_stops_the_progress_and_says_so(page: Page, slow_server: ExamsServer) -> None:
+    open_exam(page, slow_server, "ar")
+    page.locator("#student-id").fill("s-cancel")
+    answer_math(page)
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/api/exam-results/process")) as submitted:
+        page.locator("#submit-btn").click()
+    job_id = submitted.value.json()["job_id"]
+    expect(page.locator("#stage-progress")).to_be_visible()
+
+    cancelled = httpx.post(f"{slow_server.base_url}/api/exam-results/status/{job_id}/cancel", timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+
+    expect(page.locator("#stage-failed")).to_be_visible()
+    expect(page.locator("#failed-heading")).to_have_text(gettext("page.cancelled.heading", "ar"))
+    expect(page.locator("#failed-hint")).to_have_text(gettext("page.cancelled.hint", "ar"))
+    expect(page.locator("#failed-message")).to_have_text(gettext("step.cancelled", "ar"))
+    # Polling stopped: no status request after the cancelled one was shown.
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/status/" in r.url else None)
+    page.wait_for_timeout(2_500)
+    assert polls == [], polls

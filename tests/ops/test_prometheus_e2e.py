@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from test_grafana import check_dashboard_queries
 
 from support import ExamsServer, FakeAIProcess, free_port
 
@@ -192,7 +193,9 @@ def test_prometheus_scrapes_the_app_and_fires_exam_jobs_failed(
     )
     assert firing["labels"]["severity"] == "warning"
     assert firing["labels"]["service"] == "exams"
-    assert firing["annotations"]["runbook"] == "docs/monitoring.md#examjobsfailed"
+    assert firing["annotations"]["runbook_url"] == (
+        "https://git.example.org/exams/blob/main/docs/monitoring.md#examjobsfailed"
+    )
     assert float(firing["value"]) > 0
 
     # Prometheus delivered it to Alertmanager, which routes warnings to the `team` receiver.
@@ -204,6 +207,9 @@ def test_prometheus_scrapes_the_app_and_fires_exam_jobs_failed(
 
     delivered = wait_until("ExamJobsFailed in Alertmanager", routed, 30, logs)
     assert [r["name"] for r in delivered["receivers"]] == ["team"]
+
+    # The Grafana dashboard's queries all run on this Prometheus, its main panels showing data.
+    check_dashboard_queries(prom)
 
 
 def _alert(prom: str, name: str) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from support import (
     free_port,
     json_lines,
     postgres_database,
+    redis_test_url,
     run_exams,
 )
 
@@ -41,7 +42,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 CONF = REPO / "ops" / "supervisor" / "exams.conf"
 BIN = Path(sys.executable).parent
-REDIS_URL = os.environ.get("TEST_SUPERVISOR_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_SUPERVISOR_REDIS_URL", redis_test_url(1))
 WORKER = "exams-worker:exams-worker_00"
 PROGRAMS = ("exams-web", WORKER, "exams-scheduler")
 
@@ -283,6 +284,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "AI_API_BASE_URL": fake_ai.base_url,
                 "AI_API_KEY": "test-key-not-secret",
                 "AI_API_TIMEOUT": "20",
+                "SECRET_KEY": "test-secret-key-not-secret-0123",
+                "ADMIN_PASSWORD": "test-admin-password-not-secret",
                 "JOB_MAX_RETRIES": "2",
                 "JOB_RETRY_BACKOFF": "0.2",
                 "JOB_STALE_AFTER": "6",

@@ -14,6 +14,7 @@ from advanced_alchemy.types import GUID
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import access.models  # noqa: F401
 import admin.models  # noqa: F401
 import core.audit  # noqa: F401
 import exams.models  # noqa: F401

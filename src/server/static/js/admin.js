@@ -1,7 +1,7 @@
 /* The dashboard's only script (the CSP allows no inline script): live polling that pauses while
-   the tab is hidden, the 401 → login redirect, error fragments swapped in, dialogs brought into
-   view and dismissed, "select all" on the failed list. Everything else is htmx attributes in the
-   templates. */
+   the tab is hidden, the live dot of a server-sent-events stream, the 401 → login redirect, error
+   fragments swapped in, dialogs brought into view and dismissed, "select all" on the failed list.
+   Everything else is htmx attributes in the templates. */
 (function () {
   "use strict";
 
@@ -22,7 +22,24 @@
     });
   });
 
+  // Live parts fed by server-sent events (htmx's SSE extension) stay connected while the tab is
+  // hidden; their dot ([data-stream-indicator]) shows whether the stream is up.
+  function streamState(connected) {
+    document.querySelectorAll("[data-stream-indicator]").forEach(function (dot) {
+      dot.classList.toggle("is-paused", !connected);
+    });
+  }
+  document.addEventListener("htmx:sseOpen", function () {
+    streamState(true);
+  });
+  document.addEventListener("htmx:sseError", function () {
+    streamState(false);
+  });
+
   document.addEventListener("htmx:beforeSwap", function (event) {
+    if (!event.detail.xhr) {
+      return; // a swap that no request answered (a server-sent event)
+    }
     var status = event.detail.xhr.status;
     if (status === 401) {
       var next = encodeURIComponent(window.location.pathname + window.location.search);

@@ -3,15 +3,19 @@
  * Plain JavaScript, no build step. Every visible string comes from the JSON catalog the server
  * renders into <script id="i18n">; every API call carries ?lang= so server messages match.
  * Page state lives in the URL (?lang=&exam=&job=) so a reload or a language switch resumes it.
+ * When the API needs tokens (API_AUTH=tokens) the server renders this page's own short-lived
+ * token into <meta name="exams-api-token">, sent with every API call as a bearer token.
  */
 (() => {
   "use strict";
 
   const MESSAGES = JSON.parse(document.getElementById("i18n").textContent);
+  const TOKEN_META = document.querySelector('meta[name="exams-api-token"]');
+  const API_TOKEN = TOKEN_META ? TOKEN_META.content : null;
   const LANG = document.documentElement.lang || "en";
   const POLL_MS = 2000;
   const MAX_BACKOFF_MS = 15000;
-  const TERMINAL = new Set(["completed", "failed"]);
+  const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   // Latin digits in both languages: ids, codes and the server's messages use them too.
   const NUMBER = new Intl.NumberFormat(LANG === "ar" ? "ar-u-nu-latn" : LANG, { maximumFractionDigits: 2 });
 
@@ -45,6 +49,8 @@
     progressJob: $("progress-job"),
     progressExam: $("progress-exam"),
     resultBody: $("result-body"),
+    failedHeading: $("failed-heading"),
+    failedHint: $("failed-hint"),
     failedMessage: $("failed-message"),
   };
 
@@ -140,6 +146,7 @@
   /** fetch + JSON; resolves {response, data} (data null when the body is not JSON), rejects on network errors. */
   async function api(path, options = {}) {
     const headers = { Accept: "application/json, application/problem+json", "Accept-Language": LANG };
+    if (API_TOKEN) headers.Authorization = `Bearer ${API_TOKEN}`;
     const response = await fetch(apiUrl(path), { cache: "no-store", ...options, headers: { ...headers, ...options.headers } });
     let data = null;
     try {
@@ -192,8 +199,12 @@
     els.problem.hidden = true;
   }
 
+  /** A 401 with a page token: the page's session has expired (it lasts hours); a reload renews it. */
+  const sessionExpired = (response) => Boolean(API_TOKEN) && response && response.status === 401;
+
   function showResponseProblem(response, data) {
-    if (data && (data.title || data.detail)) showProblem(data.title, data.detail);
+    if (sessionExpired(response)) showProblem(data && data.title, t("page.error.session_expired"));
+    else if (data && (data.title || data.detail)) showProblem(data.title, data.detail);
     else showProblem(t("page.error.heading"), t("page.error.unexpected", { status: response.status }));
   }
 
@@ -527,6 +538,8 @@
       const { unplaced, first } = showFieldErrors(data.errors);
       showFormError(data.detail || data.title, unplaced);
       focusFirstInvalid(first);
+    } else if (sessionExpired(response)) {
+      showFormError(t("page.error.session_expired"));
     } else if (data && (data.title || data.detail)) {
       els.formError.replaceChildren(h("p", {}, h("strong", {}, data.title || "")), data.detail ? h("p", {}, data.detail) : "");
       els.formError.hidden = false;
@@ -575,7 +588,7 @@
     if (doc.status === "completed" && doc.result) {
       stopPolling();
       renderResult(doc);
-    } else if (doc.status === "failed") {
+    } else if (doc.status === "failed" || doc.status === "cancelled") {
       stopPolling();
       renderFailed(doc);
     } else if (!TERMINAL.has(doc.status)) {
@@ -604,7 +617,7 @@
       state.pollFailures = 0;
       els.progressConnection.hidden = true;
       handleStatus(data, response);
-    } else if (response.status === 404) {
+    } else if (response.status === 404 || sessionExpired(response)) {
       stopPolling();
       showResponseProblem(response, data);
     } else {
@@ -712,6 +725,9 @@
   }
 
   function renderFailed(doc) {
+    const kind = doc.status === "cancelled" ? "cancelled" : "failed";
+    els.failedHeading.textContent = t(`page.${kind}.heading`);
+    els.failedHint.textContent = t(`page.${kind}.hint`);
     els.failedMessage.textContent = doc.error_message || doc.current_step_label;
     showStage("failed");
     els.stages.failed.focus({ preventScroll: true });
