@@ -35,12 +35,16 @@ audit: $(STAMP)
 	$(BIN)/python ops/audit_dependencies.py
 
 ## Every test: lint, types, ops checks, unit, integration (PostgreSQL, Redis, RabbitMQ), browser.
+## Tests run in PYTEST_WORKERS processes (pytest-xdist): most wait on real processes and services,
+## so three keep two cores busy. PYTEST_WORKERS=0 runs them in this process, one after another.
+PYTEST_WORKERS ?= 3
+
 test: lint ops-check audit
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## The test suite under coverage.py: branch coverage of src/ (in-process code; subprocesses not counted).
 coverage: $(STAMP) system-deps
-	$(BIN)/coverage run -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -q -p no:cacheprovider -n 0 $(PYTEST_ARGS)
 	$(BIN)/coverage report
 
 fmt: $(STAMP)

@@ -17,16 +17,17 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import httpx
 
 if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.testing import TestClient
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from core.settings import Settings
 
@@ -409,6 +410,35 @@ class ExamsApp(JobsAPI):
         if self._excepthook is not None:
             threading.excepthook = self._excepthook
             self._excepthook = None
+
+
+T = TypeVar("T")
+
+
+def run_in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``work(session)`` in one committed transaction on ``settings``' database, from sync code."""
+    from core.db import Database
+
+    async def go() -> T:
+        database = Database.from_settings(settings)
+        try:
+            async with database.transaction() as session:
+                return await work(session)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(go())
+
+
+async def delete_redis_keys(prefix: str) -> None:
+    """Remove every key under ``prefix:`` from the tests' Redis database."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 def sqlite_url(tmp: Path) -> str:

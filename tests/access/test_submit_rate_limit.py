@@ -31,7 +31,7 @@ from core.settings import Settings, SettingsError, load_settings
 from jobs.models import ExamProcessingJob
 from server.app import create_app
 from server.migrate import run_migrations
-from support import NO_ENV_FILE, REDIS_URL, ExamsApp, app_settings, postgres_database
+from support import NO_ENV_FILE, REDIS_URL, ExamsApp, app_settings, delete_redis_keys, postgres_database
 
 #: Makes a limiter of a rate (with a clock, except on Redis, which uses its own).
 LimiterFactory = Callable[..., RateLimiter]
@@ -97,13 +97,7 @@ async def make_limiter(
     factory.backend = backend  # type: ignore[attr-defined]
     yield factory
     if backend == "redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await delete_redis_keys(prefix)
     for limiter in made:
         await limiter.aclose()
     if database is not None:

@@ -8,31 +8,21 @@ submitted with ``API_AUTH=off`` have no owner: only ``read_all`` tokens see them
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 from access_support import TokensApp, bearer, submit, wait_completed
 from sqlalchemy import delete
 
-from core.db import Database
 from core.settings import load_settings
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.results import result_row
 from jobs.services import JobService, Submission
-from support import MATH_ANSWERS, NO_ENV_FILE
+from support import MATH_ANSWERS, NO_ENV_FILE, run_in_transaction
 
 
 def _run_on(database_url: str, work: Any) -> Any:
-    async def go() -> Any:
-        database = Database.from_settings(load_settings({"DATABASE_URL": database_url}, env_file=NO_ENV_FILE))
-        try:
-            async with database.transaction() as session:
-                return await work(session)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(go())
+    return run_in_transaction(load_settings({"DATABASE_URL": database_url}, env_file=NO_ENV_FILE), work)
 
 
 def _owner_less_job(database_url: str, result: dict[str, Any]) -> str:

@@ -94,6 +94,11 @@ class Production:
         """Every product process's log so far."""
         return "\n".join(p.log() for p in (self.web, self.worker, self.scheduler))
 
+    def outcome(self, database_url: str, traffic: Traffic, back_at: float) -> DrillOutcome:
+        """:func:`check_outcome` of this product's jobs in ``database_url`` (PostgreSQL)."""
+        rows = postgres_rows(database_url, traffic.prefix)
+        return check_outcome(rows, traffic, back_at, ai_requests=self.ai.requests, logs=self.logs)
+
 
 def start_production(
     stack: Stack, database_url: str, threads: int = 32, restartable_web: bool = False, **extra: str

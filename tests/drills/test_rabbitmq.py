@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from production_support import Stack
-from services import PrivateRabbitMQ, Traffic, check_outcome, postgres_rows, start_production
+from services import PrivateRabbitMQ, Traffic, start_production
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -31,9 +31,7 @@ def test_rabbitmq_broker_restarted(pg_url: str, private_rabbitmq: PrivateRabbitM
         traffic.wait_accepted(5)
     finally:
         traffic.stop()
-    outcome = check_outcome(
-        postgres_rows(pg_url, traffic.prefix), traffic, back, ai_requests=product.ai.requests, logs=product.logs
-    )
+    outcome = product.outcome(pg_url, traffic, back)
     outcome.report("RabbitMQ (broker) stopped and started again")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "down"

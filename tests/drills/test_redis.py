@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 from production_support import Stack
-from services import PrivateRedis, Traffic, check_outcome, postgres_rows, start_production
+from services import PrivateRedis, Traffic, start_production
 
 from support import json_lines
 
@@ -38,9 +38,7 @@ def test_redis_broker_restarted_empty(pg_url: str, private_redis: PrivateRedis, 
         traffic.wait_accepted(5)
     finally:
         traffic.stop()
-    outcome = check_outcome(
-        postgres_rows(pg_url, traffic.prefix), traffic, back, ai_requests=product.ai.requests, logs=product.logs
-    )
+    outcome = product.outcome(pg_url, traffic, back)
     outcome.report("Redis (broker) killed, 20 s down, back empty")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "down"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from production_support import Stack, wait_until
-from services import PrivateRedis, Traffic, check_outcome, postgres_rows, start_production
+from services import PrivateRedis, Traffic, start_production
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -101,9 +101,7 @@ def test_web_restarted_while_clients_follow_event_streams(
         traffic.stop()
     for thread in threads:
         thread.join(max(deadline - time.monotonic(), 1))
-    outcome = check_outcome(
-        postgres_rows(pg_url, traffic.prefix), traffic, back, ai_requests=product.ai.requests, logs=product.logs
-    )
+    outcome = product.outcome(pg_url, traffic, back)
     outcome.report("web process restarted under open event streams")
     print(f"[drill] the web process stopped {stop_seconds:.1f} s after SIGTERM")
     assert [c.error for c in clients if c.error] == []

@@ -18,7 +18,7 @@ from datetime import datetime
 import httpx
 import pytest
 from production_support import Stack, count_events, db_rows, wait_until
-from services import PrivateRedis, Traffic, check_outcome, postgres_rows, start_production
+from services import PrivateRedis, Traffic, start_production
 
 from support import json_lines
 
@@ -52,9 +52,7 @@ def test_worker_sigterm_during_a_rolling_deploy(pg_url: str, private_redis: Priv
         traffic.wait_accepted(5)
     finally:
         traffic.stop()
-    outcome = check_outcome(
-        postgres_rows(pg_url, traffic.prefix), traffic, back, ai_requests=product.ai.requests, logs=product.logs
-    )
+    outcome = product.outcome(pg_url, traffic, back)
     outcome.report("worker SIGTERM during a rolling deploy")
     print(f"[drill] the stopping worker exited {stop_seconds:.1f} s after SIGTERM")
     assert outcome.attempts == {1: outcome.accepted}  # a hand-back is not an attempt

@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 from production_support import Stack
 
+from ai_client import AIClient
 from core.db import Database
 from core.settings import Settings, load_settings
+from exams.catalog import load_catalog_file
+from exams.services import ExamService
+from jobs.pipeline import PipelineRuntime
 from server.migrate import run_migrations
-from support import NO_ENV_FILE, sqlite_url
+from support import NO_ENV_FILE, SAMPLE_CATALOG, FakeAIProcess, sqlite_url
 
 
 @pytest.fixture
@@ -36,4 +40,37 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     """The test's database (the module's own ``settings`` fixture wins where it has one)."""
     database = Database.from_settings(settings)
     yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path, fake_ai_http: FakeAIProcess) -> Settings:
+    """Settings of the in-process pipeline tests: a migrated SQLite database, the fake AI, fast
+    retries (``JOB_MAX_RETRIES`` from the module's ``PIPELINE_MAX_RETRIES``, else 2). They drive AI
+    failures to a failed job; the rule-based fallback (the default) is tested in
+    test_ai_protection.py."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": sqlite_url(tmp_path),
+            "AI_API_BASE_URL": fake_ai_http.base_url,
+            "AI_API_TIMEOUT": "5",
+            "JOB_MAX_RETRIES": getattr(request.module, "PIPELINE_MAX_RETRIES", "2"),
+            "JOB_RETRY_BACKOFF": "0.2",
+            "AI_FALLBACK": "fail",
+        },
+        env_file=tmp_path / "no.env",
+    )
+    run_migrations(settings)
+    return settings
+
+
+@pytest.fixture
+async def runtime(db_settings: Settings, fake_ai_http: FakeAIProcess) -> AsyncIterator[PipelineRuntime]:
+    """What ``run_job`` runs with, on the sample catalog."""
+    database = Database.from_settings(db_settings)
+    async with database.transaction() as session:
+        await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
+    ai = AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=db_settings.ai_api_timeout)
+    yield PipelineRuntime(settings=db_settings, database=database, ai=ai)
+    await ai.aclose()
     await database.dispose()

@@ -31,7 +31,7 @@ from jobs.ai_guard import (
     new_token,
 )
 from server.migrate import run_migrations
-from support import REDIS_URL, postgres_database, sqlite_url
+from support import REDIS_URL, delete_redis_keys, postgres_database, sqlite_url
 
 #: Makes guards that share one store (as the processes of one deployment do).
 GuardFactory = Callable[[GuardLimits], AIGuard]
@@ -80,13 +80,7 @@ async def make_guard(request: pytest.FixtureRequest, tmp_path: Path, pg_migrated
 
     yield factory
     if backend == "redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await delete_redis_keys(prefix)
     for guard in made:
         await guard.aclose()
     for database in databases:

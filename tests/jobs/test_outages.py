@@ -10,7 +10,7 @@ do the same to real processes and real servers.)
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,70 +20,27 @@ import asyncpg  # type: ignore[import-untyped]
 import dramatiq
 import pytest
 import redis.exceptions
+from pipeline_support import load, submit
 from production_support import RedisServer
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import jobs.pipeline
-from ai_client import AIClient
 from core.db import Database
-from core.settings import Settings, load_settings
-from exams.catalog import load_catalog_file
-from exams.services import ExamService
+from core.settings import Settings
 from jobs.actors import DATABASE_RETRY_CAP_SECONDS, JobActor, declare_actors
 from jobs.ai_guard import GuardLimits, LocalAIGuard
 from jobs.broker import broker_lost_messages, create_broker
 from jobs.dispatch import reconcile
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.pipeline import HandedBack, PipelineRuntime, RetryLater, run_job
-from jobs.services import JobService, Submission
+from jobs.services import JobService
 from outage_errors import StartingPostgres, raised_async, through_sqlalchemy_adapter
-from server.migrate import run_migrations
-from support import MATH_ANSWERS, SAMPLE_CATALOG, FakeAIProcess, sqlite_url
+from support import FakeAIProcess
 
-
-@pytest.fixture
-def db_settings(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Settings:
-    settings = load_settings(
-        {
-            "DATABASE_URL": sqlite_url(tmp_path),
-            "AI_API_BASE_URL": fake_ai_http.base_url,
-            "AI_API_TIMEOUT": "5",
-            "JOB_MAX_RETRIES": "1",
-            "JOB_RETRY_BACKOFF": "0.2",
-            "AI_FALLBACK": "fail",
-        },
-        env_file=tmp_path / "no.env",
-    )
-    run_migrations(settings)
-    return settings
-
-
-@pytest.fixture
-async def runtime(db_settings: Settings, fake_ai_http: FakeAIProcess) -> AsyncIterator[PipelineRuntime]:
-    database = Database.from_settings(db_settings)
-    async with database.transaction() as session:
-        await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
-    ai = AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=db_settings.ai_api_timeout)
-    yield PipelineRuntime(settings=db_settings, database=database, ai=ai)
-    await ai.aclose()
-    await database.dispose()
-
-
-async def submit(runtime: PipelineRuntime) -> UUID:
-    async with runtime.database.transaction() as session:
-        job, _ = await JobService(session=session).submit(
-            Submission(exam_code="MATH-101", student_id="s-1", answers=dict(MATH_ANSWERS))
-        )
-        return job.job_id
-
-
-async def load(runtime: PipelineRuntime, job_id: UUID) -> ExamProcessingJob:
-    async with runtime.database.transaction() as session:
-        job = await JobService(session=session).get_by_job_id(job_id)
-    assert job is not None
-    return job
+#: ``JOB_MAX_RETRIES`` of the ``db_settings`` fixture (conftest.py).
+PIPELINE_MAX_RETRIES = "1"
 
 
 class Outage:

@@ -9,24 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
 
 import pytest
+from pipeline_support import load, submit
 
 from ai_client import AIClient
-from core.db import Database
-from core.settings import Settings, load_settings
-from exams.catalog import load_catalog_file, parse_catalog
+from core.settings import Settings
+from exams.catalog import parse_catalog
 from exams.services import ExamService
-from jobs.models import ExamProcessingJob
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 from jobs.progress import step_index
-from jobs.services import JobService, Submission
-from server.migrate import run_migrations
-from support import MATH_ANSWERS, SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
+from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -148,51 +143,6 @@ def test_an_unusable_ai_answer_is_asked_again_then_fails(
 
 
 # --- in process: run_job on a real SQLite database --------------------------------------------
-
-
-@pytest.fixture
-def db_settings(tmp_path: Path, fake_ai_http: FakeAIProcess) -> Settings:
-    settings = load_settings(
-        {
-            "DATABASE_URL": sqlite_url(tmp_path),
-            "AI_API_BASE_URL": fake_ai_http.base_url,
-            "AI_API_TIMEOUT": "5",
-            "JOB_MAX_RETRIES": "2",
-            "JOB_RETRY_BACKOFF": "0.2",
-            # These tests drive AI failures to a failed job; the rule-based fallback (the default)
-            # is tested in test_ai_protection.py.
-            "AI_FALLBACK": "fail",
-        },
-        env_file=tmp_path / "no.env",
-    )
-    run_migrations(settings)
-    return settings
-
-
-@pytest.fixture
-async def runtime(db_settings: Settings, fake_ai_http: FakeAIProcess) -> AsyncIterator[PipelineRuntime]:
-    database = Database.from_settings(db_settings)
-    async with database.transaction() as session:
-        await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
-    ai = AIClient(base_url=fake_ai_http.base_url, api_key="test-key", model="test", timeout=db_settings.ai_api_timeout)
-    yield PipelineRuntime(settings=db_settings, database=database, ai=ai)
-    await ai.aclose()
-    await database.dispose()
-
-
-async def submit(runtime: PipelineRuntime) -> UUID:
-    async with runtime.database.transaction() as session:
-        job, _ = await JobService(session=session).submit(
-            Submission(exam_code="MATH-101", student_id="s-1", answers=dict(MATH_ANSWERS))
-        )
-        return job.job_id
-
-
-async def load(runtime: PipelineRuntime, job_id: UUID) -> ExamProcessingJob:
-    async with runtime.database.transaction() as session:
-        job = await JobService(session=session).get_by_job_id(job_id)
-    assert job is not None
-    return job
 
 
 def _sqlite_path(settings: Settings) -> str:

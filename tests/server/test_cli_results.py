@@ -6,7 +6,6 @@ invocation reads its settings afresh from the environment given, like a new proc
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,13 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditEntry
-from core.db import Database
 from core.settings import Settings, load_settings
 from jobs.models import CallbackDelivery, ExamProcessingJob, ExamResult, ExamResultTopic, utcnow
 from jobs.results import result_row
 from server.cli import main
 from server.migrate import run_migrations
-from support import NO_ENV_FILE, sqlite_url
+from support import NO_ENV_FILE, run_in_transaction, sqlite_url
 
 T = TypeVar("T")
 
@@ -80,15 +78,7 @@ def db(env: dict[str, str]) -> Db:
     settings: Settings = load_settings(env, env_file=NO_ENV_FILE)
 
     def run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async def go() -> T:
-            database = Database.from_settings(settings)
-            try:
-                async with database.transaction() as session:
-                    return await work(session)
-            finally:
-                await database.dispose()
-
-        return asyncio.run(go())
+        return run_in_transaction(settings, work)
 
     return run
 
