@@ -717,14 +717,22 @@ def _name(exc: BaseException) -> str:
     return type(inner.__cause__ if inner.__cause__ is not None else inner).__name__
 
 
+async def _still_ours(run: _JobRun) -> bool:
+    """Reload the job after a failed write; ``False`` (logged) when another worker has taken it.
+    Raises :class:`JobCancelledError` when it was cancelled meanwhile."""
+    if await run.recover():
+        return True
+    if run.job.status == "cancelled":
+        raise JobCancelledError
+    log.warning("exam processing abandoned", reason="job was taken over by another worker")
+    return False
+
+
 async def _on_transient(run: _JobRun, reason: JobError, retry_after: float | None) -> None:
     settings = run.runtime.settings
     try:
         # First put the session back in order: a failed write leaves it unusable.
-        if not await run.recover():
-            if run.job.status == "cancelled":
-                raise JobCancelledError
-            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+        if not await _still_ours(run):
             return
     except Exception as exc:
         if not _database_trouble(exc):
@@ -809,10 +817,7 @@ async def _hand_back(run: _JobRun) -> None:
         job.attempts = max(job.attempts - 1, 0)
 
     try:
-        if not await run.recover():
-            if run.job.status == "cancelled":
-                raise JobCancelledError
-            log.warning("exam processing abandoned", reason="job was taken over by another worker")
+        if not await _still_ours(run):
             return
         await run.save(release)
     except Exception as exc:
