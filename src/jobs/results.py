@@ -31,7 +31,7 @@ __all__ = (
     "CSV_HEADER",
     "MAX_LIMIT",
     "Erasure",
-    "ExamSummary",
+    "ExamResultsSummary",
     "InvalidCursorError",
     "ResultDocument",
     "ResultFilters",
@@ -81,7 +81,7 @@ class TopicMean(msgspec.Struct, kw_only=True):
     mean_percentage: float
 
 
-class ExamSummary(msgspec.Struct, kw_only=True):
+class ExamResultsSummary(msgspec.Struct, kw_only=True):
     """An exam's results at a glance: how many, mean percentage, pass rate (0-1), per-topic means."""
 
     exam_code: str
@@ -285,7 +285,7 @@ async def csv_lines(
         after = (_as_utc(rows[-1].graded_at), int(rows[-1].id))
 
 
-async def exam_summary(connection: AsyncConnection, exam_code: str) -> ExamSummary:
+async def exam_summary(connection: AsyncConnection, exam_code: str) -> ExamResultsSummary:
     """Count, mean percentage, pass rate and per-topic means of one exam, aggregated by the database.
 
     Both aggregates read covering indexes only (``exam_code, percentage, passed`` and
@@ -309,7 +309,7 @@ async def exam_summary(connection: AsyncConnection, exam_code: str) -> ExamSumma
         )
     ).all()
     count = int(totals[0])
-    return ExamSummary(
+    return ExamResultsSummary(
         exam_code=exam_code,
         results=count,
         mean_percentage=round(float(totals[1]), 2) if count else None,

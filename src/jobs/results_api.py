@@ -27,7 +27,7 @@ from core.web import request_locale
 from exams.models import Exam
 from jobs.results import (
     MAX_LIMIT,
-    ExamSummary,
+    ExamResultsSummary,
     InvalidCursorError,
     ResultDocument,
     ResultFilters,
@@ -292,7 +292,7 @@ async def _chain(first: bytes, rest: Any) -> Any:
 async def exam_results_summary(
     database: NamedDependency[Database],
     code: str = Parameter(description="Exam code, e.g. MATH-101."),
-) -> Response[ExamSummary]:
+) -> Response[ExamResultsSummary]:
     """How many results, their mean percentage, the pass rate (0 to 1) and each topic's mean
     percentage, computed by the database over every kept result of the exam."""
     summary = None
