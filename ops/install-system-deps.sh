@@ -5,6 +5,8 @@
 #   prometheus-alertmanager  -> /usr/bin/amtool, /usr/bin/prometheus-alertmanager
 #   fonts-liberation, fonts-dejavu-core -> fonts Chromium renders Latin and Arabic pages with
 #   jq                       -> /usr/bin/jq              (the docs' runnable examples: tests/docs)
+#   nodejs, npm              -> node, npm (only when no npm is on the PATH: the type-check of
+#                               the docs' client examples, tests/docs; a NodeSource Node.js counts)
 #
 # Idempotent and silent when everything is present. Installing never leaves Debian's
 # prometheus / alertmanager / node-exporter daemons running: a temporary policy-rc.d
@@ -35,6 +37,8 @@ missing=()
 for pkg in "${ORDER[@]}"; do
     installed "$pkg" || missing+=("$pkg")
 done
+# Node.js may come from elsewhere than Debian (NodeSource bundles npm): look for the commands.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 if [[ $EUID -ne 0 ]]; then
@@ -93,6 +97,7 @@ still_missing=()
 for pkg in "${ORDER[@]}"; do
     installed "$pkg" || still_missing+=("$pkg")
 done
+command -v npm >/dev/null 2>&1 || still_missing+=(npm)
 if [[ ${#still_missing[@]} -ne 0 ]]; then
     echo "install-system-deps: still missing after apt-get: ${still_missing[*]}" >&2
     exit 1

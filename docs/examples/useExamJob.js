@@ -11,7 +11,11 @@
 import { useEffect, useState } from "react";
 import { listenJob, pollJob } from "./exam-client.js";
 
+/** @typedef {import("./exam-client.js").JobStatus} JobStatus */
+
 const FINAL = ["completed", "failed", "cancelled"];
+/** @type {{ job: JobStatus | null, error: Error | null }} */
+const NOTHING_YET = { job: null, error: null };
 
 /**
  * Follow job `jobId` (nothing while it is null). Returns { job, error, done }: `job` is the latest
@@ -20,14 +24,17 @@ const FINAL = ["completed", "failed", "cancelled"];
  * Options: baseUrl (the API's origin), lang ("en" or "ar"), token (with API_AUTH=tokens), transport
  * ("events", the default, or "poll": a request every 2 s). Unmounting, or a new jobId, closes the
  * stream or stops the polling.
+ * @param {string | null} jobId
+ * @param {{ baseUrl: string | URL, lang?: string, token?: string, transport?: "events" | "poll" }} options
+ * @returns {{ job: JobStatus | null, error: Error | null, done: boolean }}
  */
-export function useExamJob(jobId, { baseUrl, lang = "en", token, transport = "events" } = {}) {
-  const [state, setState] = useState({ job: null, error: null });
+export function useExamJob(jobId, { baseUrl, lang = "en", token, transport = "events" }) {
+  const [state, setState] = useState(NOTHING_YET);
 
   useEffect(() => {
     if (!jobId) return undefined;
     const controller = new AbortController();
-    setState({ job: null, error: null });
+    setState(NOTHING_YET);
     const follow = transport === "poll" || typeof EventSource === "undefined" ? pollJob : listenJob;
     follow(baseUrl, jobId, {
       lang,

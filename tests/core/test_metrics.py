@@ -106,7 +106,7 @@ def scrape(server: ExamsServer | ExamsApp) -> Scrape:
     return Scrape(response.text)
 
 
-def scrape_until(server: ExamsServer, ready: Callable[[Scrape], bool], timeout: float = 20.0) -> Scrape:
+def scrape_until(server: ExamsServer, ready: Callable[[Scrape], bool], timeout: float = 60.0) -> Scrape:
     """Scrape until ``ready`` holds: the database gauges are cached for a few seconds."""
     deadline = time.monotonic() + timeout
     while True:
