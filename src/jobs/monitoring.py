@@ -31,7 +31,7 @@ __all__ = ("MonitoringCache", "Snapshot", "SnapshotCollector", "queue_counts")
 
 CACHE_SECONDS = 5.0
 COMPLETED_RECOUNT_SECONDS = 60.0
-SLOW_COUNT_SECONDS = 0.025
+COMPLETED_RECOUNT_ABOVE = 100_000
 BROKER_TIMEOUT = 3.0
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
@@ -92,12 +92,13 @@ class MonitoringCache:
             return self._snapshot
 
     async def _job_counts(self, session: AsyncSession) -> dict[str, int]:
-        # Completed jobs are most of the table (a million rows after a busy week): once counting
-        # them gets slow, it runs at most once a minute. The other statuses are small ranges of
-        # the (status, created_at) index and are counted every time.
+        # Completed jobs are most of the table (a million rows after a busy week, ~175 ms to
+        # count): past COMPLETED_RECOUNT_ABOVE rows they are recounted once a minute. The other
+        # statuses are small ranges of the (status, created_at) index and are counted every time.
+        # The rule depends on the count, not on how long one count took: a single slow query on
+        # a loaded machine must not freeze a small table's gauge for a minute.
         recount_completed = time.monotonic() >= self._completed_due
         wanted = STATUSES if recount_completed else tuple(s for s in STATUSES if s != "completed")
-        started = time.monotonic()
         rows = await session.execute(
             select(ExamProcessingJob.status, func.count())
             .where(ExamProcessingJob.status.in_(wanted))
@@ -106,8 +107,8 @@ class MonitoringCache:
         counts = {str(status): int(count) for status, count in rows.all()}
         if recount_completed:
             self._completed = counts.get("completed", 0)
-            slow = time.monotonic() - started > SLOW_COUNT_SECONDS
-            self._completed_due = time.monotonic() + (COMPLETED_RECOUNT_SECONDS if slow else 0.0)
+            large = self._completed > COMPLETED_RECOUNT_ABOVE
+            self._completed_due = time.monotonic() + COMPLETED_RECOUNT_SECONDS if large else float("-inf")
         counts["completed"] = self._completed
         return {status: counts.get(status, 0) for status in STATUSES}
 
