@@ -24,10 +24,12 @@ def fake_ai_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAI
 
 
 @pytest.fixture
-def fake_ai_http(fake_ai_process: FakeAIProcess) -> FakeAIProcess:
-    """The session's fake AI, reset to answering normally with zeroed stats."""
+def fake_ai_http(fake_ai_process: FakeAIProcess) -> Iterator[FakeAIProcess]:
+    """The session's fake AI, reset to answering normally with zeroed stats (and reset again
+    afterwards: the next test may use the session's fake AI without this fixture)."""
     fake_ai_process.reset()
-    return fake_ai_process
+    yield fake_ai_process
+    fake_ai_process.reset()
 
 
 @pytest.fixture
