@@ -195,9 +195,9 @@ class RedisRateLimiter(RateLimiter):
     @classmethod
     def from_url(cls, rate: Rate, url: str, prefix: str = "exams:submit-rate") -> RedisRateLimiter:
         """A limiter with its own connection pool to ``url``."""
-        from redis.asyncio import Redis
+        from core.redis_clients import async_client
 
-        return cls(rate, Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+        return cls(rate, async_client(url, socket_timeout=5, socket_connect_timeout=5), prefix)
 
     async def hit(self, key: str) -> Decision:
         result: Any = await self._hit(keys=[f"{self._prefix}:{key}"], args=[self.rate.period])

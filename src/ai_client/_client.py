@@ -63,6 +63,7 @@ class AIClient:
         model: str,
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key or None
@@ -71,7 +72,12 @@ class AIClient:
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers=headers, transport=transport)
+        # One connection per request in flight (HTTP/1.1): ``max_connections`` caps the requests
+        # this client has in flight at once; the rest wait for a connection (within ``timeout``).
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 100))
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), headers=headers, transport=transport, limits=limits
+        )
 
     async def __aenter__(self) -> Self:
         return self

@@ -33,11 +33,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(settings: Settings, *, statement_timeout: float | None = 30.0) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, statement_timeout: float | None = 30.0, pool_timeout: float = 5.0
+) -> AsyncEngine:
     """Create the async engine for ``DATABASE_URL`` (one per process and event loop).
 
     ``statement_timeout``: seconds one PostgreSQL statement may run (``None``: no limit, for
-    migrations, whose backfills and index builds grow with the tables).
+    migrations, whose backfills and index builds grow with the tables). ``pool_timeout``: seconds
+    a caller waits for a pooled PostgreSQL connection (a web request answers 503 soon; a worker's
+    job would rather wait its turn).
     """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
@@ -56,7 +60,7 @@ def create_engine(settings: Settings, *, statement_timeout: float | None = 30.0)
         # (100 by default) when adding web workers and worker processes.
         pool_size=20,
         max_overflow=10,
-        pool_timeout=5,
+        pool_timeout=pool_timeout,
         connect_args={"timeout": 5, "command_timeout": statement_timeout},
     )
 
@@ -71,9 +75,9 @@ class Database:
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
+    def from_settings(cls, settings: Settings, *, pool_timeout: float = 5.0) -> Database:
         """A new engine for ``DATABASE_URL``."""
-        return cls(create_engine(settings))
+        return cls(create_engine(settings, pool_timeout=pool_timeout))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -448,9 +448,9 @@ class RedisAIGuard(AIGuard):
     @classmethod
     def from_url(cls, limits: GuardLimits, url: str, prefix: str = "exams:ai-guard") -> RedisAIGuard:
         """A guard with its own connection pool to ``url``."""
-        from redis.asyncio import Redis
+        from core.redis_clients import async_client
 
-        return cls(limits, Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+        return cls(limits, async_client(url, socket_timeout=5, socket_connect_timeout=5), prefix)
 
     async def try_start(self, token: str) -> Admission:
         limits = self.limits

@@ -42,9 +42,10 @@ from uuid import UUID
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import structlog
-from sqlalchemy import Row, event, func, inspect, select
+from sqlalchemy import Row, event, func, inspect, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session, object_session
 
 from core.db import Database
@@ -67,6 +68,7 @@ __all__ = (
     "PostgresChanges",
     "QueryWatch",
     "publish_job_changes",
+    "publish_written",
     "status_events",
 )
 
@@ -187,6 +189,21 @@ def _after_commit(session: Session) -> None:
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+
+
+async def publish_written(session: AsyncSession, changes: dict[UUID, int]) -> None:
+    """Publish jobs that a Core statement changed in ``session``'s transaction (ORM writes publish
+    themselves): one ``pg_notify`` per job in one statement on PostgreSQL, else after the commit."""
+    if not changes:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        payloads = [f"{job_id} {version}" for job_id, version in changes.items()]
+        await session.execute(
+            text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
+            {"channel": CHANNEL, "payloads": payloads},
+        )
+        return
+    session.info.setdefault(_PENDING, {}).update(changes)
 
 
 def publish_job_changes() -> None:

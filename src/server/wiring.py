@@ -26,6 +26,8 @@ from jobs.pipeline import PipelineRuntime
 
 __all__ = ("BUILTIN_FAKE_AI_URL", "Wiring", "build_ai_client")
 
+#: Seconds a worker's job waits for a pooled database connection.
+WORKER_POOL_TIMEOUT = 60.0
 #: Base URL the in-process fake AI answers on (never leaves the process).
 BUILTIN_FAKE_AI_URL = "http://builtin-fake-ai/v1"
 
@@ -44,6 +46,8 @@ def build_ai_client(settings: Settings) -> AIClient | None:
             api_key=settings.ai_api_key,
             model=settings.ai_api_model,
             timeout=settings.ai_api_timeout,
+            # The AI guard lets at most AI_MAX_CONCURRENCY requests out at once, fleet-wide.
+            max_connections=settings.ai_max_concurrency,
         )
     app = create_fake_ai_app(latency=settings.fake_ai_latency, error_rate=0.0)
     return AIClient(
@@ -69,8 +73,12 @@ class Wiring:
         return Database.from_settings(self.settings)
 
     def pipeline_runtime(self) -> PipelineRuntime:
-        """What a worker runs jobs with; built on the event loop that runs them."""
-        database = self.database()
+        """What a worker runs jobs with; built on the event loop that runs them.
+
+        Its jobs share one pool (20 + 10 connections): each holds a connection only for one
+        write, and when all are busy a job waits its turn (up to a minute) rather than fail.
+        """
+        database = Database.from_settings(self.settings, pool_timeout=WORKER_POOL_TIMEOUT)
         ai = build_ai_client(self.settings)
         guard = self.ai_guard(database) if ai is not None else None
         return PipelineRuntime(settings=self.settings, database=database, ai=ai, guard=guard)

@@ -9,7 +9,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from core.settings import load_settings
 from jobs.embedded import EmbeddedWorker
 from jobs.pipeline import PipelineRuntime
-from server.wiring import Wiring
+from server.wiring import WORKER_POOL_TIMEOUT, Wiring
 from support import sqlite_url
 
 
@@ -62,3 +62,25 @@ def test_a_sending_process_has_no_runtime(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="only sends jobs"):
         asyncio.run(build())
+
+
+async def test_a_worker_holds_as_many_ai_requests_as_the_guard_lets_out(tmp_path: Path, pg_url: str) -> None:
+    """httpx's default pool (100 connections) would queue the 101st AI request of a 500-thread
+    worker behind the others (bench/inflight.py: completions came in waves of 100); its database
+    pool waits a minute for a connection rather than fail the job."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": pg_url,
+            "AI_API_BASE_URL": "http://ai.invalid/v1",
+            "AI_MAX_CONCURRENCY": "500",
+        },
+        env_file=tmp_path / "no.env",
+    )
+    runtime = Wiring(settings).pipeline_runtime()
+    try:
+        assert runtime.ai is not None
+        assert runtime.ai._http._transport._pool._max_connections == 500  # type: ignore[attr-defined]
+        assert runtime.database.engine.pool.timeout() == WORKER_POOL_TIMEOUT == 60  # type: ignore[attr-defined]
+    finally:
+        await runtime.ai.aclose()
+        await runtime.database.dispose()
