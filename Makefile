@@ -53,6 +53,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/inflight.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .coverage

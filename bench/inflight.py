@@ -76,7 +76,7 @@ def run(threads: int, jobs: int, latency: float, logs: str | None = None) -> dic
             ai.base_url,
             REDIS_URL=redis.url,
             AI_API_TIMEOUT=str(latency * 6),
-            AI_MAX_CONCURRENCY=str(threads),
+            AI_MAX_CONCURRENCY=str(threads * 2),
             JOB_STALE_AFTER="300",
             LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warning"),
         )
@@ -130,6 +130,24 @@ def run(threads: int, jobs: int, latency: float, logs: str | None = None) -> dic
             for r in db_rows(database_url, "SELECT error_code FROM exam_processing_jobs WHERE status = 'failed'")
         )
         completed = finished.get("completed", 0)
+        # Steady state: completions between the 10th and the 90th percentile of completion times
+        # (leaves out the first wave's start and the last wave's tail).
+        times = sorted(
+            r["t"]
+            for r in db_rows(
+                database_url,
+                "SELECT extract(epoch FROM completed_at) AS t FROM exam_processing_jobs WHERE status = 'completed'",
+            )
+        )
+        low, high = times[len(times) // 10], times[len(times) * 9 // 10]
+        job_seconds = db_rows(
+            database_url,
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p50,"
+            " percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p90"
+            " FROM exam_processing_jobs WHERE status = 'completed'",
+        )[0]
+        print(f"  seconds from claim to completion: p50 {job_seconds['p50']:.2f}, p90 {job_seconds['p90']:.2f}")
+        steady = (len(times) * 8 // 10) / max(float(high - low), 0.001)
         return {
             "threads": threads,
             "jobs": jobs,
@@ -139,6 +157,7 @@ def run(threads: int, jobs: int, latency: float, logs: str | None = None) -> dic
             "errors": dict(errors),
             "seconds": elapsed,
             "rate": completed / elapsed,
+            "steady": steady,
             "ideal": threads / latency,
             "rss_mib": peak["rss"],
             "cpu_ms_per_job": peak["cpu"] * 1000 / max(completed, 1),
@@ -157,15 +176,17 @@ def main() -> None:
     parser.add_argument("--logs", help="keep the processes' logs in a new directory under this one")
     args = parser.parse_args()
     print(
-        "| threads | jobs | completed/s | ideal | ratio | failed | seconds | median in flight "
+        "| threads | jobs | completed/s | ideal | ratio | steady completed/s | steady ratio | failed | seconds "
+        "| median in flight "
         "| worker RSS MiB | worker CPU ms/job | DB connections | commits/job | row updates/job |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads or [500]:
         r = run(threads, threads * args.jobs_per_thread, args.latency, args.logs)
         print(
             f"| {r['threads']} | {r['jobs']:,} | {r['rate']:.2f} | {r['ideal']:.1f} | "
-            f"{float(r['rate']) / float(r['ideal']):.2f} | {r['failed']} {r['errors'] or ''} | {r['seconds']:.0f} "
+            f"{float(r['rate']) / float(r['ideal']):.2f} | {r['steady']:.2f} | "
+            f"{float(r['steady']) / float(r['ideal']):.2f} | {r['failed']} {r['errors'] or ''} | {r['seconds']:.0f} "
             f"| {r['in_flight']:.0f} | {r['rss_mib']:.0f} | {r['cpu_ms_per_job']:.1f} | {r['connections']} "
             f"| {r['commits_per_job']:.1f} | {r['updates_per_job']:.1f} |",
             flush=True,

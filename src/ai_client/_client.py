@@ -22,6 +22,9 @@ from core.retry import is_transient
 
 __all__ = ("AIClient",)
 
+#: Most connections in one of the client's pools (see ``AIClient.__init__``).
+SHARD_CONNECTIONS = 50
+
 MAX_RECOMMENDATIONS = 10
 MAX_TEXT_LENGTH = 2000
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
@@ -74,10 +77,18 @@ class AIClient:
             headers["Authorization"] = f"Bearer {self._api_key}"
         # One connection per request in flight (HTTP/1.1): ``max_connections`` caps the requests
         # this client has in flight at once; the rest wait for a connection (within ``timeout``).
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 100))
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), headers=headers, transport=transport, limits=limits
-        )
+        # httpcore's pool scans every connection and every waiting request for each request it
+        # places, so one pool of 500 costs the event loop a sixth of its time at 500 requests in
+        # flight (bench/inflight.py). Pools of at most SHARD_CONNECTIONS each keep the scans short;
+        # a request goes to the pool with the fewest requests in flight.
+        shards = max(1, math.ceil(max_connections / SHARD_CONNECTIONS))
+        per_shard = math.ceil(max_connections / shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._pools = [
+            httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers=headers, transport=transport, limits=limits)
+            for _ in range(shards)
+        ]
+        self._in_flight = [0] * shards
 
     async def __aenter__(self) -> Self:
         return self
@@ -91,8 +102,9 @@ class AIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the connection pools."""
+        for pool in self._pools:
+            await pool.aclose()
 
     async def recommend(self, request: RecommendationRequest) -> list[Recommendation]:
         """Ask the AI for 1 to 10 recommendations; raises :class:`AIError` subclasses on failure."""
@@ -126,8 +138,13 @@ class AIClient:
         }
         try:
             # httpx's timeout bounds each phase (connect, each read); this one bounds the whole call.
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.post(self._url, json=payload)
+            shard = self._in_flight.index(min(self._in_flight))
+            self._in_flight[shard] += 1
+            try:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._pools[shard].post(self._url, json=payload)
+            finally:
+                self._in_flight[shard] -= 1
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise AITransientError(f"timeout after {self._timeout:g} s", timeout=True) from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:

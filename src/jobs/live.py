@@ -1,14 +1,17 @@
 """Live job updates: each change is published once and fanned out to every watcher in a process.
 
-**Publishing** (:func:`publish_job_changes`, installed once per process by the composition root).
-An ORM write of an ``exam_processing_jobs`` row that inserts a job, or changes what its status
-document or the dashboard's job page shows, publishes ``(job_id, version)``:
+**Publishing**. Inserting an ``exam_processing_jobs`` row, or changing what its status document
+or the dashboard's job page shows (:data:`WATCHED_COLUMNS`), publishes ``(job_id, version)``:
 
-- on PostgreSQL, ``pg_notify('exam_jobs', '<job_id> <version>')`` inside the writing
-  transaction. PostgreSQL delivers it to every listening process at commit and drops it on
-  rollback, whichever process wrote the row (a worker, the web app, a CLI command);
-- on any other database (SQLite: the single-process demo), after the commit, to
-  :data:`LOCAL_CHANGES`, this process's in-memory hub.
+- on PostgreSQL, the database does it: a row trigger (migration 0007) sends
+  ``pg_notify('exam_jobs', '<job_id> <version>')`` inside the writing transaction. PostgreSQL
+  delivers it to every listening process at commit and drops it on rollback, whichever process
+  wrote the row (a worker, the web app, a CLI command, an operator's SQL), and a writer spends
+  nothing on it;
+- on any other database (SQLite: the single-process demo), this process publishes after the
+  commit to :data:`LOCAL_CHANGES`, its in-memory hub: ORM writes through the listeners that
+  :func:`publish_job_changes` installs (once per process, by the composition root), Core
+  statements through :func:`publish_written`.
 
 A write that changes nothing a reader sees (a heartbeat alone) publishes nothing.
 
@@ -42,7 +45,7 @@ from uuid import UUID
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import structlog
-from sqlalchemy import Row, event, func, inspect, select, text
+from sqlalchemy import Row, event, inspect, select
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -160,14 +163,12 @@ _install_lock = threading.Lock()
 
 
 def _job_written(connection: Connection, job: ExamProcessingJob, *, inserted: bool) -> None:
+    if connection.dialect.name == "postgresql":
+        return  # the table's trigger notifies
     if not inserted:
         attributes = inspect(job).attrs
         if not any(attributes[name].history.has_changes() for name in WATCHED_COLUMNS):
             return
-    if connection.dialect.name == "postgresql":
-        # In the writing transaction: delivered at commit, dropped with a rollback.
-        connection.execute(select(func.pg_notify(CHANNEL, f"{job.job_id} {job.version}")))
-        return
     session = object_session(job)
     if session is not None:
         session.info.setdefault(_PENDING, {})[job.job_id] = job.version
@@ -191,19 +192,11 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-async def publish_written(session: AsyncSession, changes: dict[UUID, int]) -> None:
-    """Publish jobs that a Core statement changed in ``session``'s transaction (ORM writes publish
-    themselves): one ``pg_notify`` per job in one statement on PostgreSQL, else after the commit."""
-    if not changes:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        payloads = [f"{job_id} {version}" for job_id, version in changes.items()]
-        await session.execute(
-            text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
-            {"channel": CHANNEL, "payloads": payloads},
-        )
-        return
-    session.info.setdefault(_PENDING, {}).update(changes)
+def publish_written(session: AsyncSession, changes: dict[UUID, int]) -> None:
+    """Publish, after ``session`` commits, jobs that a Core statement changed in its transaction
+    (ORM writes publish themselves; on PostgreSQL the table's trigger has done it)."""
+    if changes and session.get_bind().dialect.name != "postgresql":
+        session.info.setdefault(_PENDING, {}).update(changes)
 
 
 def publish_job_changes() -> None:

@@ -427,7 +427,7 @@ class _ProgressWrites:
                     and row.version == run.version_seen + 1
                     and row.heartbeat_at == now
                 }
-                await publish_written(session, {runs[pk][0].job.job_id: runs[pk][0].version_seen + 1 for pk in written})
+                publish_written(session, {runs[pk][0].job.job_id: runs[pk][0].version_seen + 1 for pk in written})
                 await session.commit()
         except BaseException:
             for run, _, _ in runs.values():

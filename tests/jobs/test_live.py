@@ -22,11 +22,12 @@ import pytest
 from sqlalchemy import event, text
 
 from core.db import Database
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from jobs.live import ChangeHub, HubChanges, JobWatch, LiveJobs, PostgresChanges, publish_job_changes, status_events
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import JobService
-from support import MATH_ANSWERS, ExamsApp, run_exams
+from server.migrate import run_migrations
+from support import MATH_ANSWERS, NO_ENV_FILE, REPO, ExamsApp, run_exams
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -290,3 +291,49 @@ def test_a_client_reconnecting_with_last_event_id_gets_the_final_event(app_sessi
     assert [e["event"] for e in again] == ["progress", "completed"]
     assert [json.loads(e["data"]) for e in again] == [json.loads(first[-1]["data"])] * 2
     assert [e["id"] for e in again] == [last_progress["id"], first[-1]["id"]]
+
+
+@pytest.mark.postgres
+async def test_postgresql_announces_changes_made_outside_the_orm(pg_url: str) -> None:
+    """The table's trigger (migration 0007) notifies: raw SQL is heard, a heartbeat alone is not."""
+    import asyncpg
+
+    settings = load_settings({"DATABASE_URL": pg_url}, env_file=NO_ENV_FILE)
+    await asyncio.to_thread(run_migrations, settings)
+    database = Database.from_settings(settings)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        job_id = await store_job(database)
+        await listener.add_listener("exam_jobs", lambda *args: heard.put_nowait(args[-1]))
+        async with database.transaction() as session:
+            await session.execute(
+                text("UPDATE exam_processing_jobs SET heartbeat_at = now(), version = version + 1 WHERE job_id = :id"),
+                {"id": job_id},
+            )
+            await session.execute(
+                text("UPDATE exam_processing_jobs SET progress = 55, version = version + 1 WHERE job_id = :id"),
+                {"id": job_id},
+            )
+        async with asyncio.timeout(10):
+            payload = await heard.get()
+        assert payload == f"{job_id} 3"
+        await asyncio.sleep(0.3)
+        assert heard.empty(), "the heartbeat-only update announced nothing"
+    finally:
+        await listener.close()
+        await database.dispose()
+
+
+def test_the_trigger_watches_the_columns_the_process_watches() -> None:
+    import importlib.util
+
+    from jobs.live import WATCHED_COLUMNS
+
+    path = next((REPO / "src" / "server" / "migrations" / "versions").glob("*_0007.py"))
+    spec = importlib.util.spec_from_file_location("migration_0007", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert tuple(migration.WATCHED_COLUMNS) == tuple(WATCHED_COLUMNS)

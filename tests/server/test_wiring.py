@@ -79,7 +79,8 @@ async def test_a_worker_holds_as_many_ai_requests_as_the_guard_lets_out(tmp_path
     runtime = Wiring(settings).pipeline_runtime()
     try:
         assert runtime.ai is not None
-        assert runtime.ai._http._transport._pool._max_connections == 500  # type: ignore[attr-defined]
+        pools = [pool._transport._pool._max_connections for pool in runtime.ai._pools]  # type: ignore[attr-defined]
+        assert sum(pools) == 500
         assert runtime.database.engine.pool.timeout() == WORKER_POOL_TIMEOUT == 60  # type: ignore[attr-defined]
     finally:
         await runtime.ai.aclose()
