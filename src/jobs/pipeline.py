@@ -307,6 +307,9 @@ class _JobRun:
     async def _reload(self) -> bool:
         await self.session.rollback()
         await self.session.refresh(self.job)
+        # End the read's transaction: it would keep a pooled connection until the run's next
+        # write, which may be the whole AI wait away (30 such runs empty a worker's pool).
+        await self.session.commit()
         self.broken = False
         unconfirmed, self.unconfirmed_heartbeat = self.unconfirmed_heartbeat, None
         if (

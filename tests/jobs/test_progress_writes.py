@@ -1,6 +1,7 @@
-"""The AI-wait progress of many jobs in one worker, written together (``_ProgressWrites``), on real
-SQLite and real PostgreSQL: every job's progress and heartbeat move, in a few transactions
-rather than one per job per tick; a job cancelled or taken over meanwhile ends its wait."""
+"""Many jobs in flight in one worker, on real SQLite and real PostgreSQL: their AI-wait progress is
+written together (``_ProgressWrites``), every job's progress and heartbeat moving in a few
+transactions rather than one per job per tick; a job cancelled or taken over meanwhile ends its
+wait; and a pool with fewer connections than jobs delays them without failing any."""
 
 from __future__ import annotations
 
@@ -9,20 +10,25 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from uuid import UUID
 
+import dramatiq
 import pytest
 from pipeline_support import load, submit
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
 import jobs.pipeline
 from ai_client import AIClient
 from core.db import Database
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from exams.catalog import load_catalog_file
 from exams.services import ExamService
+from jobs.actors import JobActor
 from jobs.cancel import cancel_job
 from jobs.models import ExamProcessingJob
 from jobs.pipeline import JobCancelledError, PipelineRuntime, run_job
-from support import SAMPLE_CATALOG, FakeAIProcess
+from server.migrate import run_migrations
+from support import NO_ENV_FILE, SAMPLE_CATALOG, FakeAIProcess
 
 JOBS = 8
 
@@ -113,3 +119,44 @@ async def test_a_job_taken_over_in_the_ai_wait_is_left_to_its_new_worker(wide_ru
     taken, kept = await load(wide_runtime, ids[0]), await load(wide_runtime, ids[1])
     assert (taken.status, taken.heartbeat_at) == ("processing", other), "the first worker left it alone"
     assert kept.status == "completed"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)  # (a run holding its connection while it waits starved the others for good)
+async def test_an_exhausted_pool_delays_jobs_but_fails_none(pg_url: str, fake_ai_http: FakeAIProcess) -> None:
+    """One pooled connection for 12 jobs, given up on after 5 ms: every job still completes in
+    its first attempt (a pool time-out is waited out like a database outage, never a failure:
+    inside the attempt by the pipeline, before the claim by the actor's redelivery)."""
+    settings = load_settings(
+        {"DATABASE_URL": pg_url, "JOB_MAX_RETRIES": "0", "AI_FALLBACK": "fail"}, env_file=NO_ENV_FILE
+    )
+    await asyncio.to_thread(run_migrations, settings)
+    fake_ai_http.set_mode("ok", latency=0.5)
+    database = Database(create_async_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=0.005))
+    async with database.transaction() as session:
+        await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
+    ai = AIClient(base_url=fake_ai_http.base_url, api_key="k", model="m", timeout=30)
+    runtime = PipelineRuntime(settings=settings, database=database, ai=ai)
+    try:
+        ids = [await submit(runtime) for _ in range(12)]
+        actor = JobActor(lambda: runtime)
+
+        async def deliver(job_id: UUID) -> None:
+            while True:  # as Dramatiq redelivers a message whose actor raised Retry
+                try:
+                    await actor.process_exam(str(job_id))
+                except dramatiq.Retry:
+                    await asyncio.sleep(0.05)
+                else:
+                    return
+
+        with capture_logs() as logs:
+            await asyncio.gather(*(deliver(job_id) for job_id in ids))
+        jobs = [await load(runtime, job_id) for job_id in ids]
+    finally:
+        await ai.aclose()
+        await database.dispose()
+    assert [(job.status, job.attempts) for job in jobs] == [("completed", 1)] * 12
+    waits = [entry for entry in logs if entry["event"] == "exam processing waiting for the database"]
+    assert waits, "the pool was exhausted at least once (else this test proves nothing)"
+    assert {entry["error"] for entry in waits} == {"TimeoutError"}
