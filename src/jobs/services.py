@@ -16,7 +16,7 @@ import msgspec
 from advanced_alchemy.filters import CollectionFilter, LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
@@ -333,11 +333,13 @@ _STATUS_QUERY = select(
             "owner",
         )
     )
-)
+).where(ExamProcessingJob.job_id == bindparam("job_id"))
 
 
 async def fetch_status(connection: AsyncConnection, job_id: UUID) -> JobStatusView | None:
     """The status columns of one job, read without the ORM (the status endpoint's hot path)."""
     # Hand-written: Core select on the caller's autocommit connection, no ORM (hot path, see bench/run.py).
-    row = (await connection.execute(_STATUS_QUERY.where(ExamProcessingJob.job_id == job_id))).first()
+    # Built once with a bound parameter: SQLAlchemy then keeps its cache key and compiled form
+    # (building the WHERE per request was a quarter of the route's CPU in a py-spy profile).
+    row = (await connection.execute(_STATUS_QUERY, {"job_id": job_id})).first()
     return cast("JobStatusView | None", row)
