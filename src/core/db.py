@@ -70,7 +70,9 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # advanced-alchemy's file-object listener (installed process-wide by its config) checks this
+        # key first: no model stores files, so it skips every flush at once.
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, info={"enable_file_object_listener": False})
         #: Reads outside a transaction: one round trip per lookup (no BEGIN/COMMIT), for hot reads.
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 

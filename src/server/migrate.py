@@ -39,6 +39,9 @@ def alchemy_config(settings: Settings, engine: AsyncEngine) -> SQLAlchemyAsyncCo
         engine_instance=engine,
         before_send_handler="autocommit",
         session_config=AsyncSessionConfig(expire_on_commit=False),
+        # No model has a FileObject column: its before-flush listener would inspect every row of
+        # every flush for nothing (a tenth of the submit route's CPU in a py-spy profile).
+        enable_file_object_listener=False,
         alembic_config=AlembicAsyncConfig(
             script_location=str(MIGRATIONS_DIR),
             version_table_name="alembic_version",
