@@ -54,6 +54,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/inflight.py
+	$(BIN)/python bench/pipeline_overhead.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .coverage
