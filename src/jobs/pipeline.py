@@ -397,15 +397,25 @@ class _ProgressWrites:
 
     async def _write(self, batch: list[tuple[_JobRun, int, asyncio.Future[None]]]) -> None:
         runs: dict[int, tuple[_JobRun, int, asyncio.Future[None]]] = {}
+        alone: list[tuple[_JobRun, int, asyncio.Future[None]]] = []
         for run, value, future in batch:
             if future.done():
                 continue
             if run.broken or run.lock.locked() or run.job_pk in runs:
-                future.set_exception(RuntimeError("progress write raced another write"))  # not expected
+                alone.append((run, value, future))  # (not expected: its ticker waits for each write)
                 continue
             runs[run.job_pk] = (run, max(run.job.progress, value), future)
-        if not runs:
-            return
+        if runs:
+            await self._write_together(runs)
+        for run, value, future in alone:
+            try:
+                await run.save(partial(_raise_progress, value))
+            except BaseException as exc:  # noqa: BLE001  (the ticker's to handle)
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    async def _write_together(self, runs: dict[int, tuple[_JobRun, int, asyncio.Future[None]]]) -> None:
         for run, _, _ in runs.values():
             await run.lock.acquire()  # free (checked above): taken at once
         now = utcnow()
