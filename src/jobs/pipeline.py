@@ -231,7 +231,7 @@ class _JobRun:
         latest = self.deadline - settings.ai_api_timeout - _CALL_MARGIN_SECONDS
         return max(latest, time.monotonic() + 1.0)
 
-    async def save(self, change: Callable[[ExamProcessingJob], None]) -> None:
+    async def save(self, change: Change) -> None:
         """Apply ``change`` to the row and commit; after a failed write, reload the row first.
 
         Raises :class:`JobCancelledError` when the job was cancelled meanwhile, and
@@ -279,7 +279,7 @@ class _JobRun:
         if delivery is not None:
             self.session.add(delivery)
 
-    async def save_patiently(self, change: Callable[[ExamProcessingJob], None], within: float = 30.0) -> None:
+    async def save_patiently(self, change: Change, within: float = 30.0) -> None:
         """Save what cannot be had again (a paid AI answer) through a database outage.
 
         A database that cannot be reached is waited for until the attempt's time limit; any
@@ -374,10 +374,6 @@ class _ProgressWrites:
 
     async def save(self, run: _JobRun, value: int) -> None:
         """Raise ``run``'s progress to ``value`` (and take its heartbeat)."""
-        if run.broken or run.lock.locked():
-            # After a failed write the run reloads its row first: that is its own save's work.
-            await run.save(partial(_raise_progress, value))
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((run, value, future))
         if self._writer is None or self._writer.done():
@@ -402,7 +398,8 @@ class _ProgressWrites:
             if future.done():
                 continue
             if run.broken or run.lock.locked() or run.job_pk in runs:
-                alone.append((run, value, future))  # (not expected: its ticker waits for each write)
+                # After a failed write the run reloads its row first: its own save does that.
+                alone.append((run, value, future))
                 continue
             runs[run.job_pk] = (run, max(run.job.progress, value), future)
         if runs:
@@ -422,8 +419,13 @@ class _ProgressWrites:
         try:
             async with self.database.sessions() as session:
                 params = [
-                    {"b_id": pk, "b_version": run.version_seen, "b_next": run.version_seen + 1}
-                    | {"b_progress": value, "b_now": now}
+                    {
+                        "b_id": pk,
+                        "b_version": run.version_seen,
+                        "b_next": run.version_seen + 1,
+                        "b_progress": value,
+                        "b_now": now,
+                    }
                     for pk, (run, value, _) in runs.items()
                 ]
                 await session.execute(_WRITE_PROGRESS, params)
