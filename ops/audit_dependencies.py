@@ -42,6 +42,8 @@ def verdict(report: dict[str, Any]) -> tuple[int, list[str]]:
     found = [d for d in dependencies if d.get("vulns")]
     skipped = [d for d in dependencies if d.get("skip_reason")]
     audited = len(dependencies) - len(skipped)
+    if not dependencies:
+        return 1, ["pip-audit: the report lists no package at all: nothing was audited (is requirements.lock empty?)"]
     if found:
         lines = [f"pip-audit: {len(found)} locked package(s) with known vulnerabilities:"]
         for dep in found:
@@ -49,7 +51,7 @@ def verdict(report: dict[str, Any]) -> tuple[int, list[str]]:
                 fixed = ", ".join(vuln.get("fix_versions") or []) or "no fixed version yet"
                 lines.append(f"  {_label(dep)}: {vuln.get('id', '?')} (fixed in: {fixed})")
         return 1, lines
-    if dependencies and audited == 0:
+    if audited == 0:
         reason = (
             f"the index answered for none of the {len(skipped)} pinned versions, e.g. {_label(skipped[0])}: "
             "no per-version vulnerability records there"

@@ -33,13 +33,14 @@ import asyncpg.exceptions  # type: ignore[import-untyped]
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-__all__ = ("TRANSIENT_DATABASE_ERRORS", "backoff_seconds", "is_connection_problem", "is_transient")
+__all__ = ("DATABASE_ERRORS", "backoff_seconds", "is_connection_problem", "is_transient")
 
-#: Errors of a database that is away (restarting, unreachable, pool exhausted, out of room): try
-#: again later. SQLAlchemy wraps what its drivers raise while running a statement; the asyncpg
-#: classes are what asyncpg raises unwrapped while *opening* a connection ("the database system
-#: is shutting down", "… is starting up", "too many clients").
-TRANSIENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+#: What the database layer raises, whatever the cause: SQLAlchemy's wrappers and pool, the OS's
+#: socket errors, and what asyncpg raises unwrapped while *opening* a connection ("the database
+#: system is shutting down", "… is starting up", "too many clients"). It names where an error
+#: came from (a job's error says ``database_unavailable``); whether it is worth another try is
+#: :func:`is_transient`'s answer alone (an ``IntegrityError`` is one of these, and a bug).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
     DBAPIError,

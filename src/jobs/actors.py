@@ -25,7 +25,7 @@ import structlog
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimitExceeded
 
-from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds, is_transient
+from core.retry import backoff_seconds, is_transient
 from core.settings import Settings
 from jobs.broker import CALLBACK_ACTOR_NAME, CALLBACK_QUEUE_NAME, JOB_ACTOR_NAME, QUEUE_NAME
 from jobs.callbacks import FIRST_RETRY_SECONDS, attempt_delivery
@@ -108,7 +108,7 @@ class JobActor:
         except HandedBack:
             await self._send_again(job_id)
         except Exception as exc:
-            if not (isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)):
+            if not is_transient(exc):
                 raise
             # The database is away before the job could even be claimed or released.
             message = CurrentMessage.get_current_message()
@@ -149,7 +149,7 @@ class JobActor:
                 runtime.database, runtime.settings, UUID(delivery_id), first_retry=self.callback_first_retry
             )
         except Exception as exc:
-            if not (isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)):
+            if not is_transient(exc):
                 raise
             # The attempt could not be claimed or recorded: its row stays due for the scheduler.
             log.warning("exam callback waiting for the database", delivery_id=delivery_id, error=type(exc).__name__)

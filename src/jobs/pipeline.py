@@ -50,7 +50,7 @@ from ai_client import (
 )
 from core import metrics
 from core.db import Database
-from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds, is_connection_problem, is_transient
+from core.retry import DATABASE_ERRORS, backoff_seconds, is_connection_problem, is_transient
 from core.settings import Settings
 from exams.definitions import ExamDefinition
 from exams.grading import grade, validate_answers
@@ -136,7 +136,7 @@ class _StopRequested(Exception):
 
 
 #: Failures that end an attempt but not the job: it is retried while attempts remain.
-_RETRYABLE: tuple[type[BaseException], ...] = (TransientJobError, TimeoutError, *TRANSIENT_DATABASE_ERRORS)
+_RETRYABLE: tuple[type[BaseException], ...] = (TransientJobError, TimeoutError)
 
 
 class RetryLater(Exception):
@@ -801,7 +801,7 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
             except AISlotWaitExpiredError:
                 await _on_slot_wait_expired(run)
             except Exception as exc:
-                if is_transient(exc):  # a driver's or client's own error class: retried like the others
+                if is_transient(exc):  # the database, broker or a client away (core.retry decides)
                     await _on_transient(run, _describe(exc, settings), None)
                 else:  # a bug must not leave the job hanging; record it and fail
                     log.exception("exam processing crashed")
@@ -859,12 +859,13 @@ def _describe(exc: BaseException, settings: Settings) -> JobError:
 
 def _database_away(exc: BaseException) -> bool:
     """The database (not the AI, not the guard) could not be reached, is restarting or is full."""
-    return isinstance(exc, TRANSIENT_DATABASE_ERRORS) and is_connection_problem(exc)
+    return isinstance(exc, DATABASE_ERRORS) and is_connection_problem(exc)
 
 
 def _database_trouble(exc: BaseException) -> bool:
-    """A database error worth trying again: unreachable, or one of SQLAlchemy's (a refused write)."""
-    return isinstance(exc, TRANSIENT_DATABASE_ERRORS) or is_transient(exc)
+    """A database error worth trying again (away, restarting, full, or a transaction refused
+    only for now); a refused statement is a bug, not trouble to wait out."""
+    return is_transient(exc)
 
 
 def _name(exc: BaseException) -> str:

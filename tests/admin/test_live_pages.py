@@ -49,6 +49,19 @@ def test_the_job_page_stream_follows_the_job_to_its_end(admin_app: ExamsApp) -> 
     assert 'sse-connect="' not in page, "a finished job's page opens no stream"
 
 
+def test_an_unfinished_jobs_page_follows_it_through_its_stream(admin_app: ExamsApp) -> None:
+    client = admin_app.http
+    assert login(client, "ops", OPERATOR_PASSWORD).status_code == 303
+    for fields in ({}, {"status": "processing", "current_step": "getting_ai_recommendations", "progress": 40}):
+        job_id = store_job(admin_app, **fields)
+        page = client.get(f"/admin/jobs/{job_id}").text
+        assert f'sse-connect="/admin/jobs/{job_id}/events"' in page, fields
+        assert 'sse-swap="job"' in page
+        assert 'sse-close="done"' in page
+        assert 'hx-ext="sse"' in page
+        assert "hx-trigger" not in page.split('sse-connect="')[1].split(">")[0], "the job is not polled"
+
+
 def test_the_jobs_list_stream_sends_the_rows_again_when_a_job_appears(
     admin_app: ExamsApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.retry import TRANSIENT_DATABASE_ERRORS, backoff_seconds, is_connection_problem, is_transient
+from core.retry import DATABASE_ERRORS, backoff_seconds, is_connection_problem, is_transient
 from outage_errors import StartingPostgres, raised, raised_async, through_sqlalchemy_adapter
 from support import ExamsApp, FakeAIProcess, app_settings, free_port
 
@@ -46,7 +46,7 @@ async def test_a_postgresql_starting_up_or_shutting_down_is_a_connection_problem
         await engine.dispose()
 
     assert type(error) is asyncpg.exceptions.CannotConnectNowError, repr(error)
-    assert isinstance(error, TRANSIENT_DATABASE_ERRORS)
+    assert isinstance(error, DATABASE_ERRORS)
     assert is_connection_problem(error)
     assert is_transient(error)
     shutting_down = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
@@ -88,7 +88,7 @@ def test_postgresql_errors_of_a_server_away_or_out_of_room_are_connection_proble
 
     assert is_connection_problem(wrapped), repr(wrapped)
     assert is_connection_problem(error)
-    assert isinstance(error, TRANSIENT_DATABASE_ERRORS)
+    assert isinstance(error, DATABASE_ERRORS)
 
 
 def test_postgresql_errors_of_a_refused_statement_are_not_connection_problems() -> None:

@@ -270,3 +270,36 @@ def test_a_cancelled_job_stops_the_progress_and_says_so(page: Page, slow_server:
     page.on("request", lambda r: polls.append(r.url) if "/status/" in r.url else None)
     page.wait_for_timeout(2_500)
     assert polls == [], polls
+
+
+def test_with_api_tokens_the_page_uses_its_own_session_token(
+    page: Page, make_server: Callable[..., ExamsServer], fake_ai_http: FakeAIProcess
+) -> None:
+    """``API_AUTH=tokens``: the page sends its short-lived page token on every API call and the
+    flow works; a token the server no longer accepts shows the session-expired message."""
+    fake_ai_http.set_mode("ok", latency=0.5)
+    server = make_server(API_AUTH="tokens", SECRET_KEY="browser-test-secret-0123456789abcdef")
+    api_calls: list[Request] = []
+    page.on("request", lambda r: api_calls.append(r) if "/api/exam-results" in r.url else None)
+    open_exam(page, server, "en")
+    page.locator("#student-id").fill("s-3003")
+    answer_math(page)
+    page.locator("#submit-btn").click()
+    wait_result(page)
+    assert api_calls, "the page called no exam-results route"
+    for call in api_calls:
+        assert (call.headers.get("authorization") or "").startswith("Bearer "), call.url
+    # Without the page's token the same API refuses (the page is not let in by its cookie alone).
+    job_path = next(c.url for c in api_calls if "/status/" in c.url).split(server.base_url, 1)[1].split("/events")[0]
+    assert httpx.get(f"{server.base_url}{job_path}").status_code == 401
+
+    # The page's session is gone (as after its expiry): the next submit says so, in words.
+    page.route(
+        "**/api/exam-results/process?*",
+        lambda route: route.continue_(headers={**route.request.headers, "authorization": "Bearer expired-page-token"}),
+    )
+    open_exam(page, server, "en")
+    page.locator("#student-id").fill("s-3004")
+    answer_math(page)
+    page.locator("#submit-btn").click()
+    expect(page.locator("#form-error")).to_contain_text(gettext("page.error.session_expired", "en"))

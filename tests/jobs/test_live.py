@@ -27,7 +27,7 @@ from jobs.live import ChangeHub, HubChanges, JobWatch, LiveJobs, PostgresChanges
 from jobs.models import ExamProcessingJob, utcnow
 from jobs.services import JobService
 from server.migrate import run_migrations
-from support import MATH_ANSWERS, NO_ENV_FILE, REPO, ExamsApp, run_exams
+from support import MATH_ANSWERS, NO_ENV_FILE, REPO, ExamsApp, ExamsServer, run_exams
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -291,6 +291,50 @@ def test_a_client_reconnecting_with_last_event_id_gets_the_final_event(app_sessi
     assert [e["event"] for e in again] == ["progress", "completed"]
     assert [json.loads(e["data"]) for e in again] == [json.loads(first[-1]["data"])] * 2
     assert [e["id"] for e in again] == [last_progress["id"], first[-1]["id"]]
+
+
+def test_a_job_finishing_while_its_client_is_away_ends_the_reconnected_stream(
+    make_server: Callable[..., ExamsServer],
+) -> None:
+    """The connection drops while the job is still pending; it completes meanwhile; the
+    reconnection (``Last-Event-ID`` of the last event seen) gets the final state and event.
+    Over a real socket: a client going away mid-stream is what this is about."""
+    server = make_server()
+    settings = load_settings({"DATABASE_URL": server.env["DATABASE_URL"]}, env_file=NO_ENV_FILE)
+    job_id = asyncio.run(_pending_job(settings))
+    url = f"{server.base_url}{STATUS}/{job_id}/events"
+    seen: dict[str, str] = {}
+    with httpx.stream("GET", url, timeout=10) as response:
+        for line in response.iter_lines():  # the first event, then the client goes away
+            if line == "" and "data" in seen:
+                break
+            name, _, value = line.partition(":")
+            seen[name] = value.removeprefix(" ")
+    assert seen["event"] == "progress"
+    assert json.loads(seen["data"])["status"] == "pending"
+
+    asyncio.run(_complete(settings, job_id))
+    with httpx.stream("GET", url, headers={"Last-Event-ID": seen["id"]}, timeout=30) as response:
+        again = read_stream(response)
+
+    assert [e["event"] for e in again] == ["progress", "completed"]
+    assert [json.loads(e["data"])["status"] for e in again] == ["completed", "completed"]
+    assert json.loads(again[-1]["data"])["result"]["score"] == 9
+
+
+async def _complete(settings: Settings, job_id: str) -> None:
+    """Complete a pending job as a worker would have, without one."""
+    database = Database.from_settings(settings)
+    try:
+        async with database.transaction() as session:
+            job = await JobService(session=session).get_by_job_id(uuid.UUID(job_id))
+            assert job is not None
+            now = utcnow()
+            job.status, job.current_step, job.progress = "completed", "completed", 100
+            job.started_at, job.completed_at, job.attempts = now, now, 1
+            job.result = {"score": 9, "max_score": 10, "percentage": 90.0, "grade": "A", "recommendations": []}
+    finally:
+        await database.dispose()
 
 
 @pytest.mark.postgres

@@ -9,6 +9,7 @@ do the same to real processes and real servers.)
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -23,7 +24,7 @@ import redis.exceptions
 from pipeline_support import load, submit
 from production_support import RedisServer
 from sqlalchemy import update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import jobs.pipeline
@@ -110,6 +111,25 @@ async def test_the_database_away_at_a_step_is_waited_out_in_the_same_attempt(
     assert (job.status, job.attempts, job.error_message) == ("completed", 1, None)
     assert outage.failed >= 1
     assert fake_ai_http.requests() == 1
+
+
+async def test_a_statement_the_database_refuses_is_a_bug_not_an_outage(
+    runtime: PipelineRuntime, fake_ai_http: FakeAIProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``IntegrityError`` (a refused statement) is no outage: not waited out, not retried as
+    ``database_unavailable``, but the job failed at once with ``internal_error``."""
+
+    async def finalize_refused(run: Any) -> None:
+        raise IntegrityError("INSERT INTO exam_results …", {}, sqlite3.IntegrityError("UNIQUE constraint failed"))
+
+    monkeypatch.setitem(jobs.pipeline._STEPS, "finalizing_results", finalize_refused)
+    job_id = await submit(runtime)
+    await run_job(runtime, job_id)  # no RetryLater
+
+    job = await load(runtime, job_id)
+    assert (job.status, job.attempts, job.error_code) == ("failed", 1, "internal_error")
+    assert job.error_message is not None
+    assert "IntegrityError" in job.error_message
 
 
 async def test_the_database_away_while_the_ai_answers_keeps_the_answer(

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from pipeline_support import load, submit
 
+import jobs.pipeline
 from ai_client import AIClient
 from core.settings import Settings
 from exams.catalog import parse_catalog
 from exams.services import ExamService
 from jobs.pipeline import PipelineRuntime, RetryLater, run_job
 from jobs.progress import step_index
+from outage_errors import through_sqlalchemy_adapter
 from support import SAMPLE_CATALOG, ExamsServer, FakeAIProcess, base_env, json_lines, sqlite_url
 
 # --- helpers --------------------------------------------------------------------------------
@@ -140,6 +142,13 @@ def test_an_unusable_ai_answer_is_asked_again_then_fails(
     assert final["error_code"] == "ai_invalid_answer"
     assert "AI" in final["error_message"]
     assert 20 <= final["progress"] < 90
+    # The code is stored, the message rendered in each request's language.
+    arabic = server._request("GET", f"/api/exam-results/status/{final['job_id']}", headers={"Accept-Language": "ar"})
+    assert arabic.json()["error_code"] == "ai_invalid_answer"
+    # "Stopped after 3 attempts: AI answer unusable: …" (the provider's own detail stays as it came)
+    assert arabic.json()["error_message"].startswith(
+        "توقفت المحاولات بعد 3 محاولات: تعذّر استخدام إجابة الذكاء الاصطناعي"
+    )
 
 
 # --- in process: run_job on a real SQLite database --------------------------------------------
@@ -177,15 +186,19 @@ async def test_transient_ai_failure_keeps_the_job_processing_at_the_ai_step(
 
 
 async def test_a_failure_after_the_ai_answered_does_not_ask_the_ai_again(
-    runtime: PipelineRuntime, fake_ai_http: FakeAIProcess
+    runtime: PipelineRuntime, fake_ai_http: FakeAIProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A real database fault at the very last write: SQLite refuses to mark the job completed.
-    path = _sqlite_path(runtime.settings)
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TRIGGER refuse_completion BEFORE UPDATE OF status ON exam_processing_jobs "
-            "WHEN NEW.status = 'completed' BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-        )
+    # A transient database refusal at the very last write (PostgreSQL's deadlock detector, as
+    # SQLAlchemy's asyncpg adapter raises it): the attempt is given up and retried later.
+    finalize = jobs.pipeline._STEPS["finalizing_results"]
+    refusals = [through_sqlalchemy_adapter(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))]
+
+    async def finalize_refused_once(run: Any) -> None:
+        if refusals:
+            raise refusals.pop()
+        await finalize(run)
+
+    monkeypatch.setitem(jobs.pipeline._STEPS, "finalizing_results", finalize_refused_once)
     job_id = await submit(runtime)
     with pytest.raises(RetryLater):
         await run_job(runtime, job_id)
@@ -196,8 +209,6 @@ async def test_a_failure_after_the_ai_answered_does_not_ask_the_ai_again(
     assert "database error" in (job.error_message or "")
     assert fake_ai_http.requests() == 1
 
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TRIGGER refuse_completion")
     await run_job(runtime, job_id)
     job = await load(runtime, job_id)
     assert (job.status, job.attempts) == ("completed", 2)

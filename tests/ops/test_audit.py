@@ -67,6 +67,12 @@ def test_a_database_that_knows_no_pinned_version_is_a_skip_not_a_pass(audit: Mod
     ]
 
 
+def test_a_report_of_no_package_fails_rather_than_passes(audit: ModuleType) -> None:
+    code, lines = audit.verdict({"dependencies": []})
+    assert code == 1
+    assert lines == ["pip-audit: the report lists no package at all: nothing was audited (is requirements.lock empty?)"]
+
+
 def test_offline_prints_one_skipped_line_and_succeeds() -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # every HTTPS request goes to a proxy that is not there
     env = {**os.environ, "HTTPS_PROXY": closed, "https_proxy": closed}

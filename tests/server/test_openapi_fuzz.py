@@ -18,7 +18,7 @@ from schemathesis.engine import Status, StopReason, events
 from schemathesis.engine import from_schema as engine_for
 from schemathesis.python import asgi
 
-from support import SPEC_STEP_ORDER, STATUS_FIELDS, ExamsApp, app_settings, sqlite_url
+from support import SPEC_STEP_ORDER, STATUS_FIELDS, ExamsApp, app_settings, run_in_transaction, sqlite_url
 
 PROBLEM = "application/problem+json"
 SCHEMA_PATH = "/api/documentation/openapi.json"
@@ -38,10 +38,11 @@ REQUIRED_CHECKS = (
 )
 
 
-def _config() -> schemathesis.Config:
+def _config(headers: dict[str, str]) -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
             "seed": SEED,
+            "headers": headers,
             "workers": 1,
             "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
             "phases": {"stateful": {"max-steps": 8}},
@@ -59,19 +60,40 @@ def _config() -> schemathesis.Config:
     )
 
 
-@pytest.fixture
-def fuzzed_app(make_app: Callable[..., ExamsApp]) -> Iterator[Any]:
+#: Each access mode the API has: open (``API_AUTH=off``), and with tokens, as a client holding a
+#: ``submit`` token (its own jobs only: the others' are 404) under a submit rate limit low enough
+#: for the run to meet its 429s. Every answer of the guard must be documented too.
+ACCESS_MODES = {
+    "open": {"API_AUTH": "off"},
+    "tokens": {
+        "API_AUTH": "tokens",
+        "SECRET_KEY": "fuzz-secret-key-0123456789abcdef",
+        "SUBMIT_RATE_LIMIT": "20/minute",
+    },
+}
+
+
+@pytest.fixture(params=sorted(ACCESS_MODES))
+def fuzzed_app(
+    request: pytest.FixtureRequest, make_app: Callable[..., ExamsApp]
+) -> Iterator[tuple[Any, dict[str, str]]]:
     """``create_app`` on a migrated database with the sample catalog, run by Schemathesis' own
-    ASGI client (lifespan included: the embedded worker runs the jobs it submits)."""
+    ASGI client (lifespan included: the embedded worker runs the jobs it submits), and the
+    headers its requests carry."""
+    from access.tokens import create_token
     from server.app import create_app
 
     # Started and stopped at once: that stops whichever app of another test was running (one
     # embedded worker per process).
-    prepared = make_app(AI_API_ENABLED="false", API_AUTH="off", LOG_LEVEL="WARNING")
+    prepared = make_app(AI_API_ENABLED="false", LOG_LEVEL="WARNING", **ACCESS_MODES[request.param])
     prepared.stop()
+    headers = {}
+    if request.param == "tokens":
+        _, token = run_in_transaction(prepared.settings, lambda session: create_token(session, "fuzz", ("submit",)))
+        headers["Authorization"] = f"Bearer {token}"
     app = create_app(prepared.settings)
     try:
-        yield app
+        yield app, headers
     finally:
         asgi.shutdown_lifespans()
 
@@ -80,8 +102,9 @@ def _describe(failure: Any, code_sample: str) -> str:
     return f"[{failure.operation}] {failure.title}\n{failure.message}\n{code_sample}"
 
 
-def test_schemathesis_finds_nothing_with_every_phase_and_check(fuzzed_app: Any) -> None:
-    schema = schemathesis.openapi.from_asgi(SCHEMA_PATH, fuzzed_app, config=_config())
+def test_schemathesis_finds_nothing_with_every_phase_and_check(fuzzed_app: tuple[Any, dict[str, str]]) -> None:
+    app, headers = fuzzed_app
+    schema = schemathesis.openapi.from_asgi(SCHEMA_PATH, app, config=_config(headers))
     enabled = {name for name in REQUIRED_CHECKS if schema.config.checks.get_by_name(name=name).enabled}
     assert enabled == set(REQUIRED_CHECKS)
 
@@ -91,12 +114,14 @@ def test_schemathesis_finds_nothing_with_every_phase_and_check(fuzzed_app: Any) 
     stateful_transitions = 0
     checked: set[str] = set()
     stopped: StopReason | None = None
+    answered: set[int] = set()
     for event in engine_for(schema).execute():
         if isinstance(event, events.PhaseStarted) and isinstance(event.payload, events.StatefulPhasePayload):
             stateful_transitions = event.payload.transitions_selected
         elif isinstance(event, events.PhaseFinished):
             phases[event.phase.name.value] = event.status
         elif isinstance(event, events.ScenarioFinished):
+            answered |= {i.response.status_code for i in event.recorder.interactions.values() if i.response}
             for nodes in event.recorder.checks.values():
                 for node in nodes:
                     checked.add(node.name)
@@ -120,6 +145,10 @@ def test_schemathesis_finds_nothing_with_every_phase_and_check(fuzzed_app: Any) 
     # The submit's links (status, events, cancel, result) at least, followed from real 202s.
     assert stateful_transitions >= 4
     assert checked >= set(REQUIRED_CHECKS) - {"use_after_free"}, checked  # no DELETE: nothing to use after
+    # The run met the answers of its mode: jobs accepted, and with tokens the guard's own.
+    assert {202, 404, 422} <= answered, answered
+    if headers:
+        assert {401, 429} <= answered, answered
 
 
 # --- what the document says ----------------------------------------------------------------------

@@ -705,7 +705,7 @@
       h("div", { class: "result-section__head" },
         h("h3", { id: "result-recs" }, t("page.result.recommendations")),
         source ? h("span", { class: "chip chip--plain", "data-source": result.recommendations_source }, source) : null),
-      // Set when the AI tutor was unavailable and rule-based recommendations stood in (SPEC).
+      // Set when the AI tutor was unavailable and rule-based recommendations stood in.
       result.recommendations_note
         ? h("p", { class: "recommendations__note muted", role: "note", dir: "auto" }, result.recommendations_note)
         : null,
