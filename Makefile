@@ -51,10 +51,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/inflight.py
 	$(BIN)/python bench/pipeline_overhead.py
+	$(BIN)/python bench/pollers.py
+	$(BIN)/python bench/servers.py
+	$(BIN)/python bench/rows.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .coverage

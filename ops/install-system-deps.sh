@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real, installed only where missing:
+# Debian packages the test suite and the benchmarks drive for real, installed only where missing:
 #   chromium                 -> /usr/bin/chromium        (browser tests)
 #   prometheus               -> /usr/bin/promtool, /usr/bin/prometheus
 #   prometheus-alertmanager  -> /usr/bin/amtool, /usr/bin/prometheus-alertmanager
 #   fonts-liberation, fonts-dejavu-core -> fonts Chromium renders Latin and Arabic pages with
 #   jq                       -> /usr/bin/jq              (the docs' runnable examples: tests/docs)
+#   wrk                      -> /usr/bin/wrk             (the closed-loop load of bench/)
 #   nodejs, npm              -> node, npm (only when no npm is on the PATH: the type-check of
 #                               the docs' client examples, tests/docs; a NodeSource Node.js counts)
 #
@@ -22,8 +23,9 @@ declare -A PROVIDES=(
     [fonts-liberation]=/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
     [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
     [jq]=/usr/bin/jq
+    [wrk]=/usr/bin/wrk
 )
-ORDER=(chromium prometheus prometheus-alertmanager fonts-liberation fonts-dejavu-core jq)
+ORDER=(chromium prometheus prometheus-alertmanager fonts-liberation fonts-dejavu-core jq wrk)
 # Debian service names these packages ship (prometheus recommends node-exporter; we skip
 # recommends, but an older install may have it).
 SERVICES=(prometheus prometheus-alertmanager prometheus-node-exporter)
