@@ -12,9 +12,10 @@ jobs in flight (a finished job is replaced at once, so about that many are alway
 
 After ``--warmup`` seconds, each phase is measured over ``--seconds``. PostgreSQL publishes a
 busy backend's transaction counts up to a minute late, so windows shorter than a minute are
-noisy. The bench prints database transactions a second (``pg_stat_database.xact_commit``) and
-their ratio. It also prints the share of its job's changes each stream received: a change is a
-notification on ``exam_jobs``, heard by a separate listener process, during the stream's life in
+noisy. The bench prints database transactions a second (``pg_stat_database``: commits plus
+rollbacks) and their ratio. It also prints the share of its job's changes each stream received:
+a change is a notification on ``exam_jobs``, heard by a separate listener process, during the
+stream's life in
 the window. Then: events a second delivered and due; the delay from the database write (that
 notification) to the event read off the socket (p50, p99, max); the web process's CPU; and its
 memory per open stream. It asserts nothing.
@@ -149,8 +150,12 @@ def _frame(frame: bytes, client: StreamClient) -> None:
 
 
 def _xact(database_url: str) -> int:
-    rows = db_rows(database_url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-    return int(rows[0]["xact_commit"])
+    # Commits and rollbacks: a read that ends in a rollback is a transaction too.
+    rows = db_rows(
+        database_url,
+        "SELECT xact_commit + xact_rollback AS xacts FROM pg_stat_database WHERE datname = current_database()",
+    )
+    return int(rows[0]["xacts"])
 
 
 def _proc_stat(pid: int) -> tuple[float, int]:
