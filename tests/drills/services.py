@@ -10,8 +10,13 @@ binary makes these helpers raise: the drills fail, never skip.
   start on the same port, so the broker comes back empty, as a real one without AOF does.
 - :class:`PrivateRabbitMQ`: a RabbitMQ node of its own (name, ports, data directory),
   stopped with ``rabbitmqctl stop`` and started again on the same data (durable queues kept).
-- :class:`Traffic`: submissions at a steady pace from a background thread, every answer kept;
-  :func:`check_outcome` asserts what every drill must end with.
+- :class:`Traffic`: submissions at a steady pace from a background thread (or a burst at once),
+  every answer kept; :func:`check_outcome` asserts what every drill must end with.
+- :func:`wait_for_every_step`: right before a fault, until the drill's unfinished jobs occupy every
+  step (queued, then each step a worker runs). The database steps last milliseconds, so the
+  PostgreSQL-backed drills put a :class:`~production_support.TcpProxy` with a little latency
+  between the worker and PostgreSQL (``worker_db_latency``): each step then lasts long enough
+  to be caught.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import itertools
 import os
 import random
 import shutil
@@ -31,17 +37,31 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from production_support import FakeAI, RedisServer, Scheduler, Stack, Worker, db_rows, production_env, wait_until
+from production_support import (
+    FakeAI,
+    RedisServer,
+    Scheduler,
+    Stack,
+    TcpProxy,
+    Worker,
+    db_rows,
+    pg_address,
+    production_env,
+    via_proxy,
+    wait_until,
+)
 
 from support import MATH_ANSWERS, ExamsServer, json_lines
 
 __all__ = (
+    "IN_FLIGHT_STEPS",
+    "WORKER_DB_LATENCY",
     "DrillOutcome",
     "PrivatePostgres",
     "PrivateRabbitMQ",
@@ -49,11 +69,14 @@ __all__ = (
     "Production",
     "Traffic",
     "check_outcome",
+    "describe_steps",
     "drill_env",
     "postgres_rows",
     "service_port",
     "sqlite_rows",
     "start_production",
+    "steps_in_flight",
+    "wait_for_every_step",
     "wait_recovered",
 )
 
@@ -63,6 +86,19 @@ RECOVERY_BOUND_SECONDS = 60.0
 #: long enough for an outage to catch them at every step, short enough for the drills to be quick.
 AI_LATENCY = 1.5
 AI_JITTER = 1.0
+#: Seconds the proxy between a worker and PostgreSQL holds each chunk, both ways: a write of a few
+#: round trips then takes a few hundred milliseconds, so the steps that are only database work
+#: (validating_exam, processing_answers, finalizing_results) last long enough to be caught.
+WORKER_DB_LATENCY = 0.04
+#: Where an unfinished job can be, in order: waiting to be taken (``pending``), then each step a
+#: worker runs.
+IN_FLIGHT_STEPS = (
+    "queued",
+    "validating_exam",
+    "processing_answers",
+    "getting_ai_recommendations",
+    "finalizing_results",
+)
 
 
 def drill_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, str]:
@@ -82,13 +118,19 @@ def drill_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[str, st
 
 @dataclass
 class Production:
-    """One drill's running product: web, worker (one process), scheduler, fake AI."""
+    """One drill's running product: web, worker (one process), scheduler, fake AI.
+
+    ``worker_env``: the worker's settings (its ``DATABASE_URL`` through ``worker_proxy`` when
+    there is one); start another worker with it.
+    """
 
     env: dict[str, str]
     web: ExamsServer
     worker: Worker
     scheduler: Scheduler
     ai: FakeAI
+    worker_env: dict[str, str]
+    worker_proxy: TcpProxy | None = None
 
     def logs(self) -> str:
         """Every product process's log so far."""
@@ -101,18 +143,28 @@ class Production:
 
 
 def start_production(
-    stack: Stack, database_url: str, threads: int = 32, restartable_web: bool = False, **extra: str
+    stack: Stack,
+    database_url: str,
+    threads: int = 32,
+    restartable_web: bool = False,
+    worker_db_latency: float = 0.0,
+    **extra: str,
 ) -> Production:
     """Migrate ``database_url``, then start the fake AI, a worker of ``threads`` threads, the web
     app and the scheduler (``extra``: settings, spelt as in the environment).
 
     ``restartable_web``: the web app listens on a port below the ephemeral range (see
     :func:`service_port`), so that it can be started again on it while clients keep trying.
+    ``worker_db_latency``: the worker reaches PostgreSQL through a :class:`TcpProxy` holding each
+    chunk this long (the web app and the scheduler go straight to it). The proxy outlives a
+    restart of the server: while it is down a connection is accepted and closed at once.
     """
     ai = stack.fake_ai(latency=AI_LATENCY, jitter=AI_JITTER)
     env = drill_env(database_url, ai.base_url, **extra)
     stack.prepare(env)
-    worker = stack.worker(env, threads=threads, wait=False)
+    proxy = stack.proxy(pg_address(database_url), latency=worker_db_latency) if worker_db_latency else None
+    worker_env = {**env, "DATABASE_URL": via_proxy(database_url, proxy)} if proxy is not None else env
+    worker = stack.worker(worker_env, threads=threads, wait=False)
     if restartable_web:
         web = ExamsServer(env, stack.tmp / "web-0.log")
         web.port = service_port()
@@ -127,7 +179,7 @@ def start_production(
     worker.wait_booted()
     # Its first pass (reconciler, then the daily cleanup) is over: it runs every 10 s from now on.
     wait_until(lambda: "cleanup finished" in scheduler.log(), 60, "the scheduler's first pass")
-    return Production(env, web, worker, scheduler, ai)
+    return Production(env, web, worker, scheduler, ai, worker_env, proxy)
 
 
 def service_port() -> int:
@@ -311,14 +363,36 @@ class PrivateRabbitMQ:
         return True
 
     def stop(self) -> None:
-        """``rabbitmqctl stop``: the node shuts down (durable queues and persistent messages are kept)."""
+        """``rabbitmqctl stop``: the node shuts down (durable queues and persistent messages are kept).
+
+        Raises when ``rabbitmqctl stop`` fails or the node is still running a minute later: the
+        node is then killed, which a drill must not take for a clean restart.
+        """
+        problem = self._stop()
+        if problem is not None:
+            raise RuntimeError(f"RabbitMQ node {self.node} did not stop cleanly (killed instead): {problem}")
+
+    def _stop(self) -> str | None:
+        """Stop the node (killed when ``rabbitmqctl stop`` fails or it lingers); what went wrong, if anything."""
         ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-        _run([ctl, "-n", self.node, "stop"], timeout=120, check=False)
+        problem = None
+        try:
+            result = _run([ctl, "-n", self.node, "stop"], timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            problem = "rabbitmqctl stop did not return within 120 s"
+        else:
+            if result.returncode != 0:
+                problem = f"rabbitmqctl stop exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
         if self.proc is not None:
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
+            if problem is not None:
                 self._kill()
+            else:
+                try:
+                    self.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    problem = "rabbitmq-server still running 60 s after rabbitmqctl stop"
+                    self._kill()
+        return problem
 
     def _kill(self) -> None:
         pid_file = self.directory / "rabbitmq.pid"
@@ -332,7 +406,7 @@ class PrivateRabbitMQ:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.stop()
+            self._stop()  # at teardown: however it goes, the node is gone afterwards
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -342,18 +416,24 @@ class PrivateRabbitMQ:
 @dataclass
 class Traffic:
     """Submissions to ``base_url`` from a background thread, one every ``interval`` seconds, each
-    from its own student (``<prefix>-<n>``): 202s, 503s and anything else are kept apart."""
+    from its own student (``<prefix>-<n>``): 202s, 503s and anything else are kept apart.
+
+    ``random_gaps``: the gaps are drawn at random (exponentially, ``interval`` on average, as
+    independent clients arrive), so that now and then a few submissions come close together.
+    """
 
     base_url: str
     prefix: str = field(default_factory=lambda: f"drill-{uuid.uuid4().hex[:6]}")
     interval: float = 0.3
+    random_gaps: bool = False
     accepted: dict[str, str] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     unexpected: list[tuple[str, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _count: int = 0
+    #: Numbers the students (``next`` is atomic: a burst may run beside the background thread).
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def start(self) -> Traffic:
         self._stop.clear()
@@ -372,12 +452,12 @@ class Traffic:
             while not self._stop.is_set():
                 started = time.monotonic()
                 self.submit(client)
-                self._stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
+                gap = random.expovariate(1 / self.interval) if self.random_gaps else self.interval
+                self._stop.wait(max(gap - (time.monotonic() - started), 0.0))
 
     def submit(self, client: httpx.Client) -> None:
         """One submission, its answer recorded."""
-        self._count += 1
-        student = f"{self.prefix}-{self._count}"
+        student = f"{self.prefix}-{next(self._numbers)}"
         body = {"exam_code": "MATH-101", "student_id": student, "answers": MATH_ANSWERS}
         try:
             response = client.post("/api/exam-results/process", json=body)
@@ -392,6 +472,12 @@ class Traffic:
             self.refused.append(student)
         else:
             self.unexpected.append((student, f"{response.status_code} {response.text[:300]}"))
+
+    def burst(self, count: int) -> None:
+        """``count`` submissions one after the other from this thread, as fast as they are answered."""
+        with httpx.Client(base_url=self.base_url, timeout=15) as client:
+            for _ in range(count):
+                self.submit(client)
 
     def wait_accepted(self, count: int, timeout: float = 30.0) -> None:
         """Until ``count`` more submissions than now were accepted."""
@@ -433,6 +519,54 @@ def sqlite_rows(path: Path, prefix: str) -> Callable[[], list[dict[str, Any]]]:
     return read
 
 
+def steps_in_flight(rows: list[dict[str, Any]]) -> Counter[str]:
+    """How many unfinished jobs are at each of :data:`IN_FLIGHT_STEPS` (``queued``: ``pending``,
+    whatever step a job handed back or retried will resume at)."""
+    counts: Counter[str] = Counter(dict.fromkeys(IN_FLIGHT_STEPS, 0))
+    for row in rows:
+        if row["status"] == "pending":
+            counts["queued"] += 1
+        elif row["status"] == "processing":
+            counts[str(row["current_step"])] += 1
+    return counts
+
+
+def describe_steps(counts: Counter[str]) -> str:
+    """``queued 3, validating_exam 1, …`` (every step, zeros included)."""
+    return ", ".join(f"{step} {counts[step]}" for step in IN_FLIGHT_STEPS)
+
+
+def wait_for_every_step(
+    read_rows: Callable[[], list[dict[str, Any]]],
+    timeout: float = 30.0,
+    steps: tuple[str, ...] = IN_FLIGHT_STEPS,
+    interval: float = 0.05,
+) -> Counter[str]:
+    """Poll the drill's jobs until unfinished ones occupy every one of ``steps`` at once; the
+    counts of that moment (:func:`steps_in_flight`, every step). Call it right before the fault.
+
+    Fails after ``timeout`` seconds, naming the most steps seen covered at once and the last counts.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    best: Counter[str] = Counter()
+    while True:
+        counts = steps_in_flight(read_rows())
+        if all(counts[step] for step in steps):
+            waited = time.monotonic() - started
+            print(f"[drill] jobs at {', '.join(steps)} after {waited:.1f} s: {describe_steps(counts)}")
+            return counts
+        if sum(bool(counts[s]) for s in steps) > sum(bool(best[s]) for s in steps):
+            best = counts
+        if time.monotonic() > deadline:
+            missing = [s for s in steps if not best[s]]
+            raise AssertionError(
+                f"the drill's jobs never occupied every step at once within {timeout:g} s: at best "
+                f"{describe_steps(best)} (none at {', '.join(missing)}); last {describe_steps(counts)}"
+            )
+        time.sleep(interval)
+
+
 def wait_recovered(
     read_rows: Callable[[], list[dict[str, Any]]],
     students: set[str],
@@ -468,12 +602,16 @@ class DrillOutcome:
     sources: Counter[str]
     attempts: Counter[int]
 
-    def report(self, name: str) -> str:
+    def report(self, name: str, steps: Counter[str] | None = None) -> str:
+        """Print (and return) the drill's ``[drill]`` line; ``steps``: the jobs in flight at each
+        step when the fault hit (:func:`wait_for_every_step`)."""
         line = (
             f"[drill] {name}: {self.accepted} accepted, {self.refused} refused with 503, every job final "
             f"{self.recovered_after:.1f} s after the last component was back; sources {dict(self.sources)}, "
             f"attempts {dict(sorted(self.attempts.items()))}"
         )
+        if steps is not None:
+            line += f"; in flight when the fault hit: {describe_steps(steps)}"
         print(line)
         return line
 

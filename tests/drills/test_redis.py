@@ -4,7 +4,9 @@ Production mode with ``QUEUE_CONNECTION=redis`` (the broker, and the AI guard's 
 a Redis of the drill's own, without persistence: like a real one without AOF, it comes back
 empty, every queued message and delayed retry gone. While it is away submissions are still
 accepted (the database is the outbox) and running jobs wait for the AI guard; once it is back the
-reconciler notices the lost messages and sends every waiting job again.
+reconciler notices the lost messages and sends every waiting job again. Redis is killed only
+once the drill's unfinished jobs are at every step (the worker reaches PostgreSQL through a proxy
+with a little latency, so that the steps that are only database work last long enough to be caught).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import time
 import httpx
 import pytest
 from production_support import Stack
-from services import PrivateRedis, Traffic, start_production
+from services import (
+    WORKER_DB_LATENCY,
+    PrivateRedis,
+    Traffic,
+    postgres_rows,
+    start_production,
+    wait_for_every_step,
+)
 
 from support import json_lines
 
@@ -24,10 +33,10 @@ LOST = "broker lost its messages: sending every waiting job again"
 
 
 def test_redis_broker_restarted_empty(pg_url: str, private_redis: PrivateRedis, stack: Stack) -> None:
-    product = start_production(stack, pg_url, REDIS_URL=private_redis.url)
+    product = start_production(stack, pg_url, worker_db_latency=WORKER_DB_LATENCY, REDIS_URL=private_redis.url)
     traffic = Traffic(product.web.base_url).start()
     try:
-        traffic.wait_accepted(12)  # jobs in flight at every step when Redis goes
+        caught = wait_for_every_step(postgres_rows(pg_url, traffic.prefix))
         private_redis.kill()
         killed = time.monotonic()
         ready = httpx.get(f"{product.web.base_url}/ready", timeout=10)
@@ -39,7 +48,7 @@ def test_redis_broker_restarted_empty(pg_url: str, private_redis: PrivateRedis, 
     finally:
         traffic.stop()
     outcome = product.outcome(pg_url, traffic, back)
-    outcome.report("Redis (broker) killed, 20 s down, back empty")
+    outcome.report("Redis (broker) killed, 20 s down, back empty", caught)
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "down"
     assert outcome.refused == 0  # the database was there: every submission was stored

@@ -5,6 +5,12 @@ a small tmpfs of its own, submissions arriving all along. The disk is filled to 
 a submission that cannot be written is refused with a ``503`` problem (nothing half-written),
 jobs caught mid-way wait for space (a full disk is an outage, not the job's failure), and once
 space is back every job finishes and the database passes ``PRAGMA integrity_check``.
+
+The disk fills once jobs are both queued (a burst on top of the steady submissions: the embedded
+worker has 8 threads) and waiting for the AI. The other steps are only database work, which takes
+milliseconds on a tmpfs: there is no connection to slow down here (the PostgreSQL drills put a
+proxy with latency before the database), so the drill prints how many jobs were at each step when
+the disk filled but does not wait for those.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from production_support import Stack, wait_until
-from services import AI_JITTER, AI_LATENCY, Traffic, check_outcome, sqlite_rows
+from services import AI_JITTER, AI_LATENCY, Traffic, check_outcome, sqlite_rows, wait_for_every_step
 
 from support import base_env, json_lines
 
@@ -64,9 +70,12 @@ def test_sqlite_disk_full_then_space_back(small_disk: Path, stack: Stack) -> Non
     env = base_env(f"sqlite+aiosqlite:///{database}", ai.base_url, AI_API_TIMEOUT="10", JOB_STALE_AFTER="10")
     stack.prepare(env)
     server = stack.web(env)
-    traffic = Traffic(server.base_url, interval=0.3).start()
+    traffic = Traffic(server.base_url, interval=0.3)
+    rows = sqlite_rows(database, traffic.prefix)
     try:
-        traffic.wait_accepted(10)  # jobs in flight at every step when the disk fills
+        traffic.burst(12)
+        traffic.start()
+        caught = wait_for_every_step(rows, steps=("queued", "getting_ai_recommendations"))
         filler = _fill(small_disk)
         refused = len(traffic.refused)
         wait_until(lambda: len(traffic.refused) > refused + 3, 30, "submissions refused on the full disk")
@@ -76,10 +85,8 @@ def test_sqlite_disk_full_then_space_back(small_disk: Path, stack: Stack) -> Non
         traffic.wait_accepted(5)
     finally:
         traffic.stop()
-    outcome = check_outcome(
-        sqlite_rows(database, traffic.prefix), traffic, back, ai_requests=ai.requests, logs=server.log
-    )
-    outcome.report("SQLite disk full (embedded), then space back")
+    outcome = check_outcome(rows, traffic, back, ai_requests=ai.requests, logs=server.log)
+    outcome.report("SQLite disk full (embedded), then space back", caught)
 
     refusal = [r for r in json_lines(server.log()) if r.get("event") == "database unavailable"]
     assert refusal, "the full disk was not logged as the reason for the 503s"

@@ -3,8 +3,10 @@
 Clients follow their jobs on ``GET …/status/{job_id}/events`` as a browser's ``EventSource``
 does: when the stream breaks they wait, connect again with ``Last-Event-ID`` and go on. The web
 process is stopped (SIGTERM) and started again on the same port while the jobs run (they run in
-the worker, which keeps going). Every client must end with its job's final event, whether the job
-finished before, during or after the restart; submissions meanwhile are stored or never answered.
+the worker, which keeps going), and kept down until at least one followed job has finished: its
+final event is written while no stream is open, the case where a client could miss it. Every
+client must end with its job's final event, whether the job finished before, during or after the
+restart; submissions meanwhile are stored or never answered.
 """
 
 from __future__ import annotations
@@ -13,16 +15,34 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from production_support import Stack, wait_until
+from production_support import Stack, db_rows, wait_until
 from services import PrivateRedis, Traffic, start_production
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 FINAL_EVENTS = ("completed", "failed", "cancelled")
+#: The fake AI's answer time here (seconds, plus up to 2): the followed jobs, submitted over 5 s,
+#: are still running once every client holds a stream and the web process has stopped (which
+#: takes its graceful shutdown, about 5 s), and finish while it is down or after.
+AI_SECONDS = 12.0
+
+
+def _finished_between(database_url: str, job_ids: list[str], since: datetime, until: datetime) -> list[str]:
+    """Those of ``job_ids`` whose ``completed_at`` falls after ``since`` and before ``until``."""
+    rows = db_rows(
+        database_url,
+        "SELECT job_id::text AS job_id FROM exam_processing_jobs"
+        " WHERE job_id::text = ANY($1::text[]) AND completed_at > $2 AND completed_at < $3",
+        job_ids,
+        since,
+        until,
+    )
+    return [str(r["job_id"]) for r in rows]
 
 
 @dataclass
@@ -75,7 +95,7 @@ def test_web_restarted_while_clients_follow_event_streams(
     pg_url: str, private_redis: PrivateRedis, stack: Stack
 ) -> None:
     product = start_production(stack, pg_url, restartable_web=True, REDIS_URL=private_redis.url, AI_API_TIMEOUT="30")
-    product.ai.set_timing(latency=8.0, jitter=2.0)  # jobs finish before, during and after the restart
+    product.ai.set_timing(latency=AI_SECONDS, jitter=2.0)  # jobs finish during and after the restart
     web = product.web
     traffic = Traffic(web.base_url, interval=0.5).start()
     clients: list[EventClient] = []
@@ -90,10 +110,19 @@ def test_web_restarted_while_clients_follow_event_streams(
         for thread in threads:
             thread.start()
         wait_until(lambda: all(c.connections for c in clients), 30, "every client to hold a stream")
+        followed = [c.job_id for c in clients]
         stopped = time.monotonic()
         web.stop()  # SIGTERM: uvicorn's graceful shutdown, streams and all
         stop_seconds = time.monotonic() - stopped
+        down_since = datetime.now(UTC)
         time.sleep(3)
+        # Down until a followed job has finished: its final event comes while no stream is open.
+        wait_until(
+            lambda: _finished_between(pg_url, followed, down_since, datetime.now(UTC)),
+            30,
+            "a followed job to finish while the web process is down",
+        )
+        restarting = datetime.now(UTC)
         web.start()
         back = time.monotonic()
         traffic.wait_accepted(5)
@@ -110,4 +139,14 @@ def test_web_restarted_while_clients_follow_event_streams(
         (c.job_id, c.events[-1:] if c.events else None) for c in clients if c.final is None
     ]
     assert any(c.connections > 1 for c in clients), "no stream was cut by the restart: nothing was drilled"
+    # At least one job finished while the web process was down, and its client got the final event
+    # after reconnecting.
+    finished_while_down = _finished_between(pg_url, followed, down_since, restarting)
+    assert finished_while_down, "no followed job finished while the web process was down: nothing was drilled"
+    by_job = {c.job_id: c for c in clients}
+    assert all(by_job[j].connections > 1 and by_job[j].final is not None for j in finished_while_down)
+    print(
+        f"[drill] {len(finished_while_down)} of {len(clients)} followed jobs finished while the web process was "
+        f"down ({(restarting - down_since).total_seconds():.1f} s)"
+    )
     assert stop_seconds < 10, stop_seconds  # the streams were cut, not waited for
