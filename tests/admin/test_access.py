@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -263,6 +264,10 @@ def test_operator_retry_is_previewed_confirmed_and_audited(admin_app: ExamsApp) 
     )
     assert done.status_code == 200
     assert "data-operation" in done.text
+    # The retry runs in the background (at ADMIN_RETRY_RATE): the job leaves `failed`, then ends.
+    deadline = time.monotonic() + 30
+    while admin_app.status(job_id)["status"] == "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
     final, _ = admin_app.wait_final(job_id, timeout=60)
     assert final["status"] == "completed"
 

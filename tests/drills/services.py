@@ -541,9 +541,11 @@ def wait_for_every_step(
     timeout: float = 30.0,
     steps: tuple[str, ...] = IN_FLIGHT_STEPS,
     interval: float = 0.05,
+    at_least: dict[str, int] | None = None,
 ) -> Counter[str]:
-    """Poll the drill's jobs until unfinished ones occupy every one of ``steps`` at once; the
-    counts of that moment (:func:`steps_in_flight`, every step). Call it right before the fault.
+    """Poll the drill's jobs until unfinished ones occupy every one of ``steps`` at once (at least
+    ``at_least[step]`` jobs where given, else one); the counts of that moment
+    (:func:`steps_in_flight`, every step). Call it right before the fault.
 
     Fails after ``timeout`` seconds, naming the most steps seen covered at once and the last counts.
     """
@@ -552,7 +554,7 @@ def wait_for_every_step(
     best: Counter[str] = Counter()
     while True:
         counts = steps_in_flight(read_rows())
-        if all(counts[step] for step in steps):
+        if all(counts[step] >= (at_least or {}).get(step, 1) for step in steps):
             waited = time.monotonic() - started
             print(f"[drill] jobs at {', '.join(steps)} after {waited:.1f} s: {describe_steps(counts)}")
             return counts
