@@ -52,10 +52,10 @@ def test_worker_sigterm_during_a_rolling_deploy(pg_url: str, private_redis: Priv
         AI_MAX_CONCURRENCY="4",
     )
     old = product.worker
-    # A little fewer submissions a second than four AI slots can serve (each job also spends a
-    # second or so on the database through the proxy), after a burst that fills them; at random
-    # gaps, since one every 0.7 s on the dot never has jobs queued, validating and grading at once.
-    traffic = Traffic(product.web.base_url, interval=0.7, random_gaps=True)
+    # More submissions a second than four AI slots serve (1.5-2.5 s each: about 2 a second), after
+    # a burst that fills them, so that jobs are always waiting for a slot (to be handed back); at
+    # random gaps, since arrivals on the dot never have jobs queued, validating and grading at once.
+    traffic = Traffic(product.web.base_url, interval=0.4, random_gaps=True)
     waiting = "SELECT count(*) AS n FROM exam_processing_jobs WHERE current_step = 'getting_ai_recommendations'"
     try:
         traffic.burst(12)
@@ -65,7 +65,7 @@ def test_worker_sigterm_during_a_rolling_deploy(pg_url: str, private_redis: Priv
         new = stack.worker(product.worker_env, threads=16)  # the deploy's new worker is up first
         assert old.proc is not None
         # More jobs at the AI step than the 4 slots: some wait for a slot, to be handed back.
-        caught = wait_for_every_step(postgres_rows(pg_url, traffic.prefix), at_least={AI_STEP: 8})
+        caught = wait_for_every_step(postgres_rows(pg_url, traffic.prefix), timeout=45, at_least={AI_STEP: 8})
         stopped = time.monotonic()
         old.proc.send_signal(signal.SIGTERM)  # supervisor's stop: the master only (stopasgroup=false)
         old.proc.wait(60)
