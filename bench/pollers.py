@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from run import EXAMS, REPO, _wrk
+from timing import p99
 
 sys.path.insert(0, str(REPO / "tests"))
 from support import MATH_ANSWERS, free_port, postgres_database, wait_http
@@ -113,7 +114,7 @@ def _pollers(port: int, path: str, pollers: int, seconds: float, clients: int) -
     row["rps"] = len(latencies) / seconds
     if latencies:
         row["p50"] = statistics.median(latencies) * 1000
-        row["p99"] = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+        row["p99"] = p99(latencies) * 1000
         row["max"] = latencies[-1] * 1000
     return row
 

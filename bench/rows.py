@@ -71,6 +71,7 @@ from jobs.services import JobService, Submission, fetch_status  # noqa: E402
 from server.migrate import run_migrations  # noqa: E402
 from server.wiring import Wiring  # noqa: E402
 from support import MATH_ANSWERS, NO_ENV_FILE, SAMPLE_CATALOG, postgres_database  # noqa: E402
+from timing import p99  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 FILL_CHUNK = 100_000
@@ -207,11 +208,6 @@ def documents() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         {"step": step, "code": err.code, "params": dict(err.params), "message": err.english} for step, err in failures
     ]
     return variants, errors
-
-
-def p99(samples: list[float]) -> float:
-    """The 99th percentile (the largest sample for fewer than 100)."""
-    return statistics.quantiles(samples, n=100)[98] if len(samples) >= 100 else max(samples)
 
 
 @contextmanager

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMS = str(Path(sys.executable).with_name("exams"))
 sys.path.insert(0, str(REPO / "tests"))
 from support import MATH_ANSWERS, free_port, postgres_database, wait_http  # noqa: E402
+from timing import p99  # noqa: E402
 
 
 async def _drive(
@@ -58,7 +59,7 @@ async def _drive(
         "name": name,  # type: ignore[dict-item]
         "rps": total / elapsed,
         "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p99": p99(latencies) * 1000,
         "errors": errors,
     }
 

@@ -1,7 +1,9 @@
-"""Timing shared by the benchmarks: how long each of ``repeat`` awaited calls takes, in milliseconds."""
+"""Timing shared by the benchmarks: how long each of ``repeat`` awaited calls takes, in milliseconds,
+and the one 99th percentile they all print."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,3 +16,8 @@ async def time_ms(call: Callable[[], Awaitable[object]], repeat: int) -> list[fl
         await call()
         samples.append((time.perf_counter() - started) * 1000)
     return samples
+
+
+def p99(samples: list[float]) -> float:
+    """The 99th percentile (the largest sample for fewer than 100)."""
+    return statistics.quantiles(samples, n=100)[98] if len(samples) >= 100 else max(samples)

@@ -269,7 +269,7 @@ class _JobRun:
             )
             await self.session.rollback()
         except Exception as exc:
-            if not _database_trouble(exc):
+            if not is_transient(exc):
                 raise
             return False
         return status == "cancelled"
@@ -291,7 +291,7 @@ class _JobRun:
             try:
                 await self.save(change)
             except Exception as exc:
-                if not _database_trouble(exc):
+                if not is_transient(exc):
                     raise
                 tries += 1
                 delay = backoff_seconds(tries, base=0.5, cap=_OUTAGE_POLL_CAP_SECONDS)
@@ -612,7 +612,7 @@ async def _call_ai(run: _JobRun, ai: AIClient, request: RecommendationRequest) -
                 await runtime.progress_writes.save(run, value)
             except Exception as exc:
                 # A database outage must not cost the AI answer on its way: keep waiting for it.
-                if not _database_trouble(exc):
+                if not is_transient(exc):
                     raise
                 log.warning("exam processing progress not saved", error=_name(exc))
 
@@ -862,12 +862,6 @@ def _database_away(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_ERRORS) and is_connection_problem(exc)
 
 
-def _database_trouble(exc: BaseException) -> bool:
-    """A database error worth trying again (away, restarting, full, or a transaction refused
-    only for now); a refused statement is a bug, not trouble to wait out."""
-    return is_transient(exc)
-
-
 def _name(exc: BaseException) -> str:
     """The driver's own error class behind SQLAlchemy's wrapper (``CannotConnectNowError``, …)."""
     inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
@@ -892,7 +886,7 @@ async def _on_transient(run: _JobRun, reason: JobError, retry_after: float | Non
         if not await _still_ours(run):
             return
     except Exception as exc:
-        if not _database_trouble(exc):
+        if not is_transient(exc):
             raise
         # The database is away: the retry claims the job once its heartbeat is stale.
         log.warning("exam processing retry not recorded", error=reason.english)
@@ -978,7 +972,7 @@ async def _hand_back(run: _JobRun) -> None:
             return
         await run.save(release)
     except Exception as exc:
-        if not _database_trouble(exc):
+        if not is_transient(exc):
             raise
         log.warning("exam processing handed back without releasing it", error=_name(exc))
     else:
