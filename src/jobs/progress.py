@@ -81,7 +81,8 @@ def ai_wait_progress(elapsed: float, expected: float, timeout: float, start: int
     start = min(max(start, low), top)
     expected = max(expected, 0.001)
     tail_seconds = max(timeout - expected, 0.001)
-    knee = max(start, min(80, top - math.ceil(tail_seconds / 2)))
+    # (A hair of float noise, 18.000000000000004 s of tail, must not cost the knee a point.)
+    knee = max(start, min(80, top - math.ceil(tail_seconds / 2 - 1e-9)))
     if elapsed <= expected:
         value = start + (knee - start) * (elapsed / expected)
     else:

@@ -255,3 +255,9 @@ def test_finished_jobs_refuse_changes(final: str) -> None:
         with pytest.raises(InvalidTransitionError):
             change()
     assert (job.status, job.current_step, job.progress, job.attempts) == before
+
+
+def test_float_noise_in_the_tail_does_not_lower_the_knee() -> None:
+    # Found by Hypothesis: 138.0 - 119.99999999999999 is a hair over 18 s of tail.
+    expected = 119.99999999999999
+    assert ai_wait_progress(expected, expected, 138.0, 20) == 80
