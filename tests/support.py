@@ -18,6 +18,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -266,8 +267,10 @@ class ExamsServer(JobsAPI, Process):
         super().__init__(["serve", "--port", str(self.port)], env, log_path, f"{self.base_url}/health")
 
     def prepare(self) -> ExamsServer:
-        run_exams(["migrate"], self.env)
-        run_exams(["catalog", "load", str(SAMPLE_CATALOG)], self.env)
+        """Migrate its database and load the sample catalog (see :func:`prepare_database`)."""
+        from core.settings import load_settings
+
+        prepare_database(load_settings({"DATABASE_URL": self.env["DATABASE_URL"]}, env_file=NO_ENV_FILE))
         return self
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -286,15 +289,29 @@ def app_settings(database_url: str, fake_ai_url: str, **extra: str) -> Settings:
     return load_settings(base_env(database_url, fake_ai_url, **extra), env_file=NO_ENV_FILE)
 
 
+def prepare_database(settings: Settings) -> None:
+    """What ``exams migrate`` and ``exams catalog load`` of the sample catalog do, in this process
+    (as subprocesses they cost seconds of interpreter start-up each on a busy machine)."""
+    from server.migrate import run_migrations
+
+    def prepare() -> None:
+        run_migrations(settings)
+        asyncio.run(_load_sample_catalog(settings))
+
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running here.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(prepare).result()
+
+
 async def _load_sample_catalog(settings: Settings) -> None:
     from core.db import Database
-    from exams.catalog import SAMPLE_CATALOG_PATH, load_catalog_file
+    from exams.catalog import load_catalog_file
     from exams.services import ExamService
 
     database = Database.from_settings(settings)
     try:
         async with database.transaction() as session:
-            await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG_PATH))
+            await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
     finally:
         await database.dispose()
 
@@ -339,11 +356,8 @@ class ExamsApp(JobsAPI):
         return self._client
 
     def prepare(self) -> ExamsApp:
-        """Migrate the database and load the sample catalog (``exams migrate``, ``exams catalog load``)."""
-        from server.migrate import run_migrations
-
-        run_migrations(self.settings)
-        asyncio.run(_load_sample_catalog(self.settings))
+        """Migrate the database and load the sample catalog (see :func:`prepare_database`)."""
+        prepare_database(self.settings)
         return self
 
     def start(self) -> ExamsApp:

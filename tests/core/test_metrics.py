@@ -291,6 +291,11 @@ def redis_stack(tmp_path_factory: pytest.TempPathFactory, fake_ai_process: FakeA
     try:
         server.start()
         worker.start()
+        # Consuming before any test looks at its log (a test may run first in its process).
+        deadline = time.monotonic() + 60
+        while "is ready for action" not in worker.log():
+            assert time.monotonic() < deadline, f"exams worker did not boot:\n{worker.log()[-4000:]}"
+            time.sleep(0.1)
         yield RedisStack(server, worker, metrics_dir, exporter_port)
     finally:
         worker.stop()

@@ -31,8 +31,8 @@ import httpx
 from support import (
     EXAMS,
     MATH_ANSWERS,
+    NO_ENV_FILE,
     RABBITMQ_URL,
-    SAMPLE_CATALOG,
     ExamsServer,
     FakeAIProcess,
     Process,
@@ -40,6 +40,7 @@ from support import (
     free_port,
     json_lines,
     postgres_database,
+    prepare_database,
 )
 
 __all__ = (
@@ -414,19 +415,6 @@ def production_env(database_url: str, fake_ai_url: str, **extra: str) -> dict[st
     return env
 
 
-async def _load_sample_catalog(settings: Any) -> None:
-    from core.db import Database
-    from exams.catalog import load_catalog_file
-    from exams.services import ExamService
-
-    database = Database.from_settings(settings)
-    try:
-        async with database.transaction() as session:
-            await ExamService(session=session).load(load_catalog_file(SAMPLE_CATALOG))
-    finally:
-        await database.dispose()
-
-
 # --- One test's whole production set-up -----------------------------------------------------------
 
 
@@ -486,14 +474,10 @@ class Stack:
         return ai.start()
 
     def prepare(self, env: Mapping[str, str]) -> None:
-        """Migrate the database and load the sample catalog (in this process: ``exams migrate`` and
-        ``exams catalog load`` cost seconds of interpreter start-up each on a busy machine)."""
+        """Migrate the database and load the sample catalog (:func:`support.prepare_database`)."""
         from core.settings import load_settings
-        from server.migrate import run_migrations
 
-        settings = load_settings({"DATABASE_URL": env["DATABASE_URL"]})
-        run_migrations(settings)
-        asyncio.run(_load_sample_catalog(settings))
+        prepare_database(load_settings({"DATABASE_URL": env["DATABASE_URL"]}, env_file=NO_ENV_FILE))
 
     def web(self, env: Mapping[str, str]) -> ExamsServer:
         server = ExamsServer(env, self._log("web"))
