@@ -23,6 +23,7 @@ one whose request is under way finishes with its answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from uuid import UUID
 
 import msgspec
 import structlog
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, Update, bindparam, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -69,7 +70,7 @@ from jobs.ai_guard import (
 )
 from jobs.callbacks import new_delivery
 from jobs.errors import JobError
-from jobs.live import publish_written
+from jobs.live import WATCHED_COLUMNS, publish_written
 from jobs.models import CallbackDelivery, ExamProcessingJob, utcnow
 from jobs.progress import PIPELINE_STEPS, STEP_RANGES, Step, ai_wait_progress, step_index
 from jobs.results import result_row
@@ -247,7 +248,7 @@ class _JobRun:
             if self.job.status == "processing" and self.job.heartbeat_at is not None:
                 heartbeat = self.job.heartbeat_at = utcnow()  # every write is a sign of life (a release clears it)
             try:
-                await self.session.commit()
+                await _write_job(self.session, self.job)
             except StaleDataError:
                 self.broken = True
                 if await self._cancelled():
@@ -353,6 +354,54 @@ _WRITE_PROGRESS = (
     .where(_JOBS.c.id == bindparam("b_id"), _JOBS.c.version == bindparam("b_version"), _JOBS.c.status == "processing")
     .values(progress=bindparam("b_progress"), heartbeat_at=bindparam("b_now"), version=bindparam("b_next"))
 )
+
+
+_JOB_COLUMNS = frozenset(_JOBS.c.keys())
+_WATCHED = frozenset(WATCHED_COLUMNS)
+
+
+async def _write_job(session: AsyncSession, job: ExamProcessingJob) -> None:
+    """Write the job's changed attributes and commit: one ``UPDATE … WHERE id = … AND version = …``.
+
+    What the ORM's flush of the one changed row does (the version check, ``updated_at``, the
+    live-update announcement), as one Core statement built once per set of changed columns and run
+    on the session's connection. Objects added to the session (a result row, a callback delivery)
+    are flushed by the commit, in the same transaction. Raises ``StaleDataError`` when the row's
+    version moved on (another worker, or a cancel).
+    """
+    state = inspect(job)
+    changed = frozenset(state.committed_state)
+    if not changed <= _JOB_COLUMNS:  # (a relationship or unknown key: leave it to the ORM)
+        await session.commit()
+        return
+    values: dict[str, Any] = {key: getattr(job, key) for key in changed}
+    values["version"] = job.version + 1
+    values.setdefault("updated_at", utcnow())
+    connection = await session.connection()
+    result = await connection.execute(
+        _job_update(frozenset(values)),
+        {**{f"v_{k}": v for k, v in values.items()}, "w_id": job.id, "w_version": job.version},
+    )
+    if result.rowcount != 1:
+        raise StaleDataError(f"job {job.job_id} changed since it was read")
+    for key, value in values.items():
+        set_committed_value(job, key, value)
+    # Written: the row is clean, as after a flush (what the ORM's own flush calls), so that the
+    # commit's flush has nothing of the job's left to look at.
+    state._commit_all(state.dict, session.sync_session.identity_map)
+    if changed & _WATCHED:
+        publish_written(session, {job.job_id: values["version"]})
+    await session.commit()
+
+
+@functools.cache
+def _job_update(columns: frozenset[str]) -> Update:
+    """``UPDATE exam_processing_jobs SET <columns> WHERE id = :w_id AND version = :w_version``."""
+    return (
+        update(_JOBS)
+        .where(_JOBS.c.id == bindparam("w_id"), _JOBS.c.version == bindparam("w_version"))
+        .values({name: bindparam(f"v_{name}") for name in sorted(columns)})
+    )
 
 
 class _ProgressWrites:
@@ -772,7 +821,7 @@ async def run_job(runtime: PipelineRuntime, job_id: UUID) -> None:
         if job.current_step == "queued":
             job.enter_step("validating_exam", utcnow())  # in the claim's write
         try:
-            await session.commit()
+            await _write_job(session, job)
         except StaleDataError:
             await session.rollback()
             await _log_skipped(service, job_id, "claimed by another worker")
