@@ -36,7 +36,7 @@ import msgspec
 import structlog
 from sqlalchemy import Table, Update, bindparam, inspect, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -73,7 +73,7 @@ from jobs.errors import JobError
 from jobs.live import WATCHED_COLUMNS, publish_written
 from jobs.models import CallbackDelivery, ExamProcessingJob, utcnow
 from jobs.progress import PIPELINE_STEPS, STEP_RANGES, Step, ai_wait_progress, step_index
-from jobs.results import result_row
+from jobs.results import write_result
 from jobs.services import JobService
 
 __all__ = (
@@ -90,6 +90,8 @@ log = structlog.get_logger("jobs.pipeline")
 
 #: A change to a job's row, applied just before a commit (see :meth:`_JobRun.save`).
 Change = Callable[[ExamProcessingJob], None]
+#: Rows written in the same transaction as a change, on its connection (see :func:`_write_job`).
+AlsoWrite = Callable[[AsyncConnection], Awaitable[None]]
 
 #: Heartbeat and progress updates during the AI wait (SPEC: at least every 2 s).
 TICK_SECONDS = 1.0
@@ -232,8 +234,9 @@ class _JobRun:
         latest = self.deadline - settings.ai_api_timeout - _CALL_MARGIN_SECONDS
         return max(latest, time.monotonic() + 1.0)
 
-    async def save(self, change: Change) -> None:
+    async def save(self, change: Change, also: AlsoWrite | None = None) -> None:
         """Apply ``change`` to the row and commit; after a failed write, reload the row first.
+        ``also`` writes what goes with the change in its transaction (a result row).
 
         Raises :class:`JobCancelledError` when the job was cancelled meanwhile, and
         ``StaleDataError`` when another worker changed it.
@@ -248,7 +251,7 @@ class _JobRun:
             if self.job.status == "processing" and self.job.heartbeat_at is not None:
                 heartbeat = self.job.heartbeat_at = utcnow()  # every write is a sign of life (a release clears it)
             try:
-                await _write_job(self.session, self.job)
+                await _write_job(self.session, self.job, also)
             except StaleDataError:
                 self.broken = True
                 if await self._cancelled():
@@ -360,18 +363,20 @@ _JOB_COLUMNS = frozenset(_JOBS.c.keys())
 _WATCHED = frozenset(WATCHED_COLUMNS)
 
 
-async def _write_job(session: AsyncSession, job: ExamProcessingJob) -> None:
+async def _write_job(session: AsyncSession, job: ExamProcessingJob, also: AlsoWrite | None = None) -> None:
     """Write the job's changed attributes and commit: one ``UPDATE … WHERE id = … AND version = …``.
 
     What the ORM's flush of the one changed row does (the version check, ``updated_at``, the
     live-update announcement), as one Core statement built once per set of changed columns and run
-    on the session's connection. Objects added to the session (a result row, a callback delivery)
-    are flushed by the commit, in the same transaction. Raises ``StaleDataError`` when the row's
-    version moved on (another worker, or a cancel).
+    on the session's connection. ``also`` then writes its rows (a result) on that connection, and
+    objects added to the session (a callback delivery) are flushed by the commit: one transaction.
+    Raises ``StaleDataError`` when the row's version moved on (another worker, or a cancel).
     """
     state = inspect(job)
     changed = frozenset(state.committed_state)
     if not changed <= _JOB_COLUMNS:  # (a relationship or unknown key: leave it to the ORM)
+        if also is not None:
+            await also(await session.connection())
         await session.commit()
         return
     values: dict[str, Any] = {key: getattr(job, key) for key in changed}
@@ -391,6 +396,8 @@ async def _write_job(session: AsyncSession, job: ExamProcessingJob) -> None:
     state._commit_all(state.dict, session.sync_session.identity_map)
     if changed & _WATCHED:
         publish_written(session, {job.job_id: values["version"]})
+    if also is not None:
+        await also(connection)
     await session.commit()
 
 
@@ -718,15 +725,17 @@ async def _finalize(run: _JobRun) -> None:
         result["recommendations_note"] = gettext(FALLBACK_NOTE_KEY, job.locale)
     delivery: list[CallbackDelivery] = []
 
+    completed: list[datetime] = []
+
     def complete(job: ExamProcessingJob) -> None:
         # One transaction: the job completes, its result row is written, its callback queued.
         now = utcnow()
+        completed[:] = [now]
         job.mark_completed(result, now)
-        run.session.add(result_row(job, result, now))
         delivery[:] = [d for d in (new_delivery(job, now),) if d is not None]
         run.finish_with(delivery[0] if delivery else None)
 
-    await run.save(complete)
+    await run.save(complete, also=lambda connection: write_result(connection, job, result, completed[0]))
     run.delivery_id = delivery[0].delivery_id if delivery else None
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import delete
 
 from core.settings import load_settings
 from jobs.models import ExamProcessingJob, utcnow
-from jobs.results import result_row
+from jobs.results import write_result
 from jobs.services import JobService, Submission
 from support import MATH_ANSWERS, NO_ENV_FILE, run_in_transaction
 
@@ -35,7 +35,8 @@ def _owner_less_job(database_url: str, result: dict[str, Any]) -> str:
         now = utcnow()
         job.mark_processing(now)
         job.mark_completed(result, now)
-        session.add(result_row(job, result, now))
+        await session.flush()
+        await write_result(await session.connection(), job, result, now)
         return str(job.job_id)
 
     return str(_run_on(database_url, work))

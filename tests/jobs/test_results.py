@@ -27,8 +27,8 @@ from jobs.results import (
     exam_summary,
     get_result,
     list_results,
-    result_row,
     retention_cutoff,
+    write_result,
 )
 
 BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -55,12 +55,12 @@ async def add_results(db: Database, rows: list[tuple[str, str, float, datetime]]
     async with db.transaction() as session:
         for student, exam, percentage, graded_at in rows:
             job = ExamProcessingJob(job_id=uuid4(), exam_code=exam, student_id=student, answers={})
-            session.add(result_row(job, make_result(percentage), graded_at))
+            await write_result(await session.connection(), job, make_result(percentage), graded_at)
             ids.append(str(job.job_id))
     return ids
 
 
-async def test_result_row_copies_the_grade_and_its_topics(db: Database) -> None:
+async def test_write_result_copies_the_grade_and_its_topics(db: Database) -> None:
     [job_id] = await add_results(db, [("s-1", "MATH-101", 75.0, BASE)])
     async with db.reader.connect() as connection:
         doc = await get_result(connection, UUID(job_id))

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditEntry
 from core.settings import Settings, load_settings
 from jobs.models import CallbackDelivery, ExamProcessingJob, ExamResult, ExamResultTopic, utcnow
-from jobs.results import result_row
+from jobs.results import write_result
 from server.cli import main
 from server.migrate import run_migrations
 from support import NO_ENV_FILE, run_in_transaction, sqlite_url
@@ -95,8 +95,7 @@ def add_job(db: Db, **fields: Any) -> UUID:
         if job.status == "completed":
             assert job.result is not None
             assert job.completed_at is not None
-            session.add(result_row(job, job.result, job.completed_at))
-            await session.flush()
+            await write_result(await session.connection(), job, job.result, job.completed_at)
         return job.job_id
 
     return db(work)
@@ -412,7 +411,7 @@ def test_erase_a_student(env: dict[str, str], db: Db) -> None:
     async def extra(session: AsyncSession) -> None:
         # A result whose job the daily cleanup already deleted.
         old_job = ExamProcessingJob(job_id=uuid4(), exam_code="SCI-201", student_id="s-7", answers=secret_answers)
-        session.add(result_row(old_job, dict(RESULT), utcnow() - timedelta(days=30)))
+        await write_result(await session.connection(), old_job, dict(RESULT), utcnow() - timedelta(days=30))
         session.add_all([_delivery(graded, "s-7"), _delivery(uuid4(), "s-7"), _delivery(kept, "s-8")])
 
     db(extra)
