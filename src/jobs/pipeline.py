@@ -359,7 +359,6 @@ _WRITE_PROGRESS = (
 )
 
 
-_JOB_COLUMNS = frozenset(_JOBS.c.keys())
 _WATCHED = frozenset(WATCHED_COLUMNS)
 
 
@@ -373,12 +372,7 @@ async def _write_job(session: AsyncSession, job: ExamProcessingJob, also: AlsoWr
     Raises ``StaleDataError`` when the row's version moved on (another worker, or a cancel).
     """
     state = inspect(job)
-    changed = frozenset(state.committed_state)
-    if not changed <= _JOB_COLUMNS:  # (a relationship or unknown key: leave it to the ORM)
-        if also is not None:
-            await also(await session.connection())
-        await session.commit()
-        return
+    changed = frozenset(state.committed_state)  # (the model maps columns only: no relationships)
     values: dict[str, Any] = {key: getattr(job, key) for key in changed}
     values["version"] = job.version + 1
     values.setdefault("updated_at", utcnow())

@@ -246,3 +246,11 @@ async def test_cleanup_deletes_only_old_finished_jobs_in_batches(db: Database, m
         left = set((await session.execute(select(ExamProcessingJob.job_id))).scalars().all())
     assert left == kept
     assert await cleanup_finished(db, 7, dry_run=False) == 0
+
+
+def test_the_job_model_maps_columns_only() -> None:
+    # The pipeline writes a job's changed attributes as one Core UPDATE of its table's columns
+    # (jobs.pipeline._write_job): a relationship on the model would need the ORM's flush again.
+    mapper = inspect(ExamProcessingJob)
+    assert not mapper.relationships
+    assert {attribute.key for attribute in mapper.column_attrs} == set(ExamProcessingJob.__table__.c.keys())
