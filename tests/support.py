@@ -268,9 +268,7 @@ class ExamsServer(JobsAPI, Process):
 
     def prepare(self) -> ExamsServer:
         """Migrate its database and load the sample catalog (see :func:`prepare_database`)."""
-        from core.settings import load_settings
-
-        prepare_database(load_settings({"DATABASE_URL": self.env["DATABASE_URL"]}, env_file=NO_ENV_FILE))
+        prepare_database(self.env["DATABASE_URL"])
         return self
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -289,10 +287,14 @@ def app_settings(database_url: str, fake_ai_url: str, **extra: str) -> Settings:
     return load_settings(base_env(database_url, fake_ai_url, **extra), env_file=NO_ENV_FILE)
 
 
-def prepare_database(settings: Settings) -> None:
+def prepare_database(target: Settings | str) -> None:
     """What ``exams migrate`` and ``exams catalog load`` of the sample catalog do, in this process
-    (as subprocesses they cost seconds of interpreter start-up each on a busy machine)."""
+    (as subprocesses they cost seconds of interpreter start-up each on a busy machine), for the
+    database of ``target``: settings, or a ``DATABASE_URL``."""
+    from core.settings import load_settings
     from server.migrate import run_migrations
+
+    settings = load_settings({"DATABASE_URL": target}, env_file=NO_ENV_FILE) if isinstance(target, str) else target
 
     def prepare() -> None:
         run_migrations(settings)

@@ -35,7 +35,6 @@ def _owner_less_job(database_url: str, result: dict[str, Any]) -> str:
         now = utcnow()
         job.mark_processing(now)
         job.mark_completed(result, now)
-        await session.flush()
         await write_result(await session.connection(), job, result, now)
         return str(job.job_id)
 

@@ -31,7 +31,6 @@ import httpx
 from support import (
     EXAMS,
     MATH_ANSWERS,
-    NO_ENV_FILE,
     RABBITMQ_URL,
     ExamsServer,
     FakeAIProcess,
@@ -475,9 +474,7 @@ class Stack:
 
     def prepare(self, env: Mapping[str, str]) -> None:
         """Migrate the database and load the sample catalog (:func:`support.prepare_database`)."""
-        from core.settings import load_settings
-
-        prepare_database(load_settings({"DATABASE_URL": env["DATABASE_URL"]}, env_file=NO_ENV_FILE))
+        prepare_database(env["DATABASE_URL"])
 
     def web(self, env: Mapping[str, str]) -> ExamsServer:
         server = ExamsServer(env, self._log("web"))
